@@ -73,6 +73,11 @@ UNITS: dict[str, tuple[str, float]] = {
     # compute
     "MAC/cycle": ("MAC/cycle", 1.0),
     "lanes": ("count", 1.0),
+    "element/cycle": ("element/cycle", 1.0),
+    "op/element": ("op/element", 1.0),
+    # element sizes (bytes per stored number: FP16 = 2, INT4 = 0.5)
+    "B/element": ("bytes/element", 1.0),
+    "bit/element": ("bytes/element", 1 / 8),
 }
 
 CONFIDENCE_LEVELS = ("high", "medium", "low")

@@ -35,7 +35,15 @@ def test_notebook_conventions(spec):
 
 @pytest.mark.parametrize("spec", BUILT, ids=lambda s: s.name)
 def test_profile_parameters_exist_in_notebook(spec):
-    declared = {p["name"] for p in papermill.inspect_notebook(str(spec.path)).values()}
+    inspected = papermill.inspect_notebook(str(spec.path))
+    declared = {p["name"] for p in inspected.values()}
+    nb = nbformat.read(spec.path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = {line.split(":")[0].strip() for line in cell.source.splitlines() if re.match(r"^\w+\s*:", line)}
+    assert assigned == declared, f"papermill could not parse {assigned - declared}"
+    for p in inspected.values():  # papermill could parse the type and the help text of every line
+        assert p["inferred_type_name"] not in ("None", "Unknown type"), f"{p['name']}: no type papermill understands"
+        assert p["help"], f"{p['name']}: no comment"
     assert {"figures_dir", "results_dir", "seed"} <= declared
     for profile, params in spec.parameters.items():
         unknown = set(params) - declared
