@@ -89,6 +89,10 @@ def _cmd_report(args) -> int:
 
     index = report.build_report(args.profile, out_dir=args.out, registry=rp.load_registry(args.registry))
     print(f"report: {index}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(index.resolve().as_uri())
     return 0
 
 
@@ -121,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="render executed notebooks to a browsable HTML report")
     p.add_argument("--profile", default="default")
     p.add_argument("--out", default=None, help="report folder (default build/<profile>/report)")
+    p.add_argument("--open", action="store_true", help="open the index page in a web browser")
     p.set_defaults(func=_cmd_report)
     return parser
 
