@@ -40,7 +40,7 @@ test: setup
 	rm -rf $(NBVAL_DIR)
 	$(PY) -m h2eal_core prepare --profile quick --dest $(NBVAL_DIR)
 	$(PY) -m pytest tests $(NBVAL_DIR) --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS)
+		--nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
@@ -48,7 +48,7 @@ test-unit: setup
 test-notebooks: setup
 	rm -rf $(NBVAL_DIR)
 	$(PY) -m h2eal_core prepare --profile quick --dest $(NBVAL_DIR)
-	$(PY) -m pytest $(NBVAL_DIR) --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS)
+	$(PY) -m pytest $(NBVAL_DIR) --nbval-lax --nbval-current-env --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg $(PYTEST_ARGS)
 
 benchmarks: setup
 	$(PY) benchmarks/run_all.py
