@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,10 @@ def setup(seed: int = 0, *, log_level: str = "WARNING") -> None:
     logging.getLogger("h2eal_core").setLevel(getattr(logging, log_level))
     random.seed(seed)
     np.random.seed(seed)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # torch is a dependency, but plotting-only notebooks need not pay for it
-        pass
+    # torch costs seconds to import: seed it only where the notebook already uses it (import torch
+    # before calling setup); package functions that use torch take and apply their own seed.
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
     import matplotlib
 
     matplotlib.rcParams["svg.hashsalt"] = "h2eal"
