@@ -31,6 +31,7 @@ _HF_NAMES = (
     "apply_policy",
     "chunked_prefill",
     "generate_with_policy",
+    "long_range_attention_mass",
     "policy_head_kinds",
 )
 

@@ -104,6 +104,9 @@ def head_access(
             meta_read = meta_stored
             score_macs = 2 * head_dim * pages_total * group_size
             pages_selected = min(pages_total, config.budget_pages)
+            if config.gqa == "per_query_head" and group_size > 1:
+                # no-overlap upper bound, consistent with retrieval_tokens_read: the current page is shared
+                pages_selected = min(pages_total, group_size * (config.budget_pages - 1) + 1)
     return HeadAccess(
         kind=kind,
         context_len=T,

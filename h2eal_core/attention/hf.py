@@ -1,0 +1,810 @@
+"""Hugging Face integration: sparse-attention policies on a loaded causal LM, without model code.
+
+Mechanism (kvpress style: small objects, the attention interface, no forward monkeypatching):
+
+* :func:`apply_policy` registers one attention function with ``transformers.AttentionInterface``
+  (name ``h2eal_<original>``, with the original implementation's mask function) and selects it
+  with ``model.set_attn_implementation``; on exit the original implementation is restored.
+  transformers calls the function once per layer with the layer's attention module, whose
+  ``layer_idx`` says which heads are streaming, retrieval or dense.
+* :class:`PolicyCache` (``handle.new_cache()``) is a ``transformers.Cache`` whose layers really
+  store only sink + local tokens for streaming heads, the whole context for dense and retrieval
+  heads, and Quest page metadata (min/max key per page) for retrieval heads.
+* Hand-off: a layer's ``update`` (called by the model right before attention) leaves a
+  :class:`LayerStep` (the per-head parts: full-context K/V, the streaming heads' sink + window K/V
+  with their token positions, the page metadata) in the handle under the layer index, and returns
+  a key tensor that the attention function recognises by identity. Without that hand-off (a plain
+  ``DynamicCache`` or no cache) the same policy is simulated with masks on the full K/V: outputs
+  are the same, nothing is saved, and the stats say so (``cache="dense (simulated)"``).
+
+Policies: ``full`` (dense everywhere; calls the model's original attention function, so logits are
+unchanged), ``streaming_llm`` (all heads sink + local, prefill and decode), ``quest`` (all heads
+Quest at decode, dense prefill, ``dense_layers`` dense), ``duo`` (retrieval heads dense, others
+streaming), ``h2eal`` (retrieval heads Quest, others streaming). Quest is decode-only: a call
+with more than one query token (prefill) reads retrieval heads densely. Sparse policies assume
+unpadded batches (equal-length prompts); a padding mask is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import sys
+import weakref
+
+import numpy as np
+import torch
+
+from ..validation import ParameterError, check_choice, check_nonnegative_int, check_positive_int
+from ._checks import describe
+from .accounting import head_kinds
+from .config import SparseAttentionConfig
+from .dense import attend
+from .masks import causal_mask, streaming_mask
+from .prefill import sdpa, streaming_prefill
+from .quest import PageMetadata, n_pages, quest_page_metadata, select_pages
+from .retrieval import attend_selection
+
+logger = logging.getLogger(__name__)
+
+POLICIES = ("full", "streaming_llm", "quest", "duo", "h2eal")
+#: Policies that need a ``retrieval_heads`` mask.
+POLICIES_WITH_HEADS = ("duo", "h2eal")
+#: Queries per chunk when streaming heads attend a multi-token input (bounds prefill memory).
+STREAMING_QUERY_CHUNK = 512
+
+_ACTIVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # attention module -> PolicyHandle
+
+
+# ---- policy -> head kinds ---------------------------------------------------------------------
+
+
+def check_retrieval_heads(retrieval_heads, n_layers: int, n_kv_heads: int) -> np.ndarray:
+    """A bool ``[n_layers, n_kv_heads]`` array from numpy/torch/lists of bools (or 0/1 integers)."""
+    if isinstance(retrieval_heads, torch.Tensor):
+        retrieval_heads = retrieval_heads.detach().cpu().numpy()
+    arr = np.asarray(retrieval_heads)
+    allowed = f"a bool array of shape ({n_layers}, {n_kv_heads}) = (layers, kv_heads)"
+    if arr.dtype != bool:
+        if arr.dtype.kind in "iu" and np.isin(arr, (0, 1)).all():
+            arr = arr.astype(bool)
+        else:
+            raise ParameterError("retrieval_heads", f"array of dtype {arr.dtype}", allowed, "binarise gate values first")
+    if arr.shape != (n_layers, n_kv_heads):
+        raise ParameterError("retrieval_heads", f"array of shape {arr.shape}", allowed)
+    return arr
+
+
+def policy_head_kinds(
+    policy: str, n_layers: int, n_kv_heads: int, config: SparseAttentionConfig, retrieval_heads=None
+) -> np.ndarray:
+    """``[n_layers, n_kv_heads]`` kinds (``dense``, ``streaming``, ``retrieval``) of a policy."""
+    check_choice("policy", policy, POLICIES)
+    check_positive_int("n_layers", n_layers)
+    check_positive_int("n_kv_heads", n_kv_heads)
+    shape = (n_layers, n_kv_heads)
+    if policy in POLICIES_WITH_HEADS:
+        if retrieval_heads is None:
+            raise ParameterError("retrieval_heads", None, f"a bool array of shape {shape} (policy {policy!r} needs it)")
+        mask = check_retrieval_heads(retrieval_heads, n_layers, n_kv_heads)
+    elif retrieval_heads is not None:
+        check_retrieval_heads(retrieval_heads, n_layers, n_kv_heads)
+    if policy == "full":
+        return np.full(shape, "dense", dtype=object)
+    if policy == "streaming_llm":
+        return np.full(shape, "streaming", dtype=object)
+    if policy == "quest":
+        return head_kinds(np.ones(shape, dtype=bool), config)
+    if policy == "duo":
+        return np.where(mask, "dense", "streaming").astype(object)
+    return head_kinds(mask, config)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDims:
+    """The attention sizes of a decoder-only model (from its config)."""
+
+    n_layers: int
+    n_q_heads: int
+    n_kv_heads: int
+    head_dim: int
+
+    @property
+    def group_size(self) -> int:
+        return self.n_q_heads // self.n_kv_heads
+
+    @classmethod
+    def of(cls, model) -> ModelDims:
+        cfg = getattr(model, "config", None)
+        if cfg is None:
+            raise ParameterError("model", type(model).__name__, "a transformers causal LM (with a .config)")
+        cfg = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
+        n_q = getattr(cfg, "num_attention_heads", None)
+        hidden = getattr(cfg, "hidden_size", None)
+        n_layers = getattr(cfg, "num_hidden_layers", None)
+        if not (n_q and hidden and n_layers):
+            raise ParameterError("model", type(model).__name__, "a decoder-only LM whose config has num_attention_heads, hidden_size, num_hidden_layers")
+        n_kv = getattr(cfg, "num_key_value_heads", None) or n_q
+        head_dim = getattr(cfg, "head_dim", None) or hidden // n_q
+        return cls(int(n_layers), int(n_q), int(n_kv), int(head_dim))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerPlan:
+    """The KV heads of each kind in one layer (head indices, ascending)."""
+
+    kinds: tuple[str, ...]
+
+    def heads(self, kind: str) -> list[int]:
+        return [h for h, k in enumerate(self.kinds) if k == kind]
+
+    @property
+    def full_heads(self) -> list[int]:
+        """Heads that store the whole context (dense and retrieval)."""
+        return [h for h, k in enumerate(self.kinds) if k != "streaming"]
+
+
+# ---- the cache --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LayerStep:
+    """What one layer's attention call needs, handed from the cache ``update`` to the attention function.
+
+    ``full_k/full_v [B, F, T, D]`` hold the heads ``full_rows`` (KV head -> row) over the whole
+    context; ``stream_k/stream_v [B, S, s, D]`` the streaming heads ``stream_rows`` over the
+    tokens at ``stream_pos`` (sink, window and the new tokens); ``meta`` the page min/max of the
+    retrieval heads (rows in ``plan.heads("retrieval")`` order, ``None`` when simulated).
+    """
+
+    key: torch.Tensor
+    start: int
+    context_len: int
+    full_k: torch.Tensor | None
+    full_v: torch.Tensor | None
+    full_rows: dict[int, int]
+    stream_k: torch.Tensor | None
+    stream_v: torch.Tensor | None
+    stream_rows: dict[int, int]
+    stream_pos: torch.Tensor | None
+    meta: PageMetadata | None
+    simulated: bool
+
+
+def _cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return b if a.shape[-2] == 0 else torch.cat((a, b), dim=-2)
+
+
+def _take(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """Rows of dim 1 (a view when they are consecutive)."""
+    if rows == list(range(rows[0], rows[-1] + 1)):
+        return x[:, rows[0] : rows[-1] + 1]
+    return x[:, torch.tensor(rows, device=x.device)]
+
+
+try:  # transformers >= 4.56
+    from transformers.cache_utils import Cache, CacheLayerMixin
+except ImportError:  # pragma: no cover - transformers is a declared dependency
+    Cache = CacheLayerMixin = object
+
+
+class PolicyCacheLayer(CacheLayerMixin):
+    """One layer of :class:`PolicyCache`: dense/retrieval heads keep all tokens, streaming heads
+    sink + local, retrieval heads also page metadata (updated incrementally)."""
+
+    is_sliding = False
+    is_compileable = False
+    is_croppable = False
+
+    def __init__(self, layer_idx: int, kinds: tuple[str, ...], config: SparseAttentionConfig, handle: PolicyHandle):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.plan = LayerPlan(tuple(kinds))
+        self.config = config
+        self._handle = handle
+        self.full_heads = self.plan.full_heads
+        self.stream_heads = self.plan.heads("streaming")
+        retrieval = self.plan.heads("retrieval")
+        self.retrieval_rows = [self.full_heads.index(h) for h in retrieval]
+        self.seen = 0
+
+    # -- transformers API --
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        B, H, _, D = key_states.shape
+        if H != len(self.plan.kinds):
+            raise ParameterError("key_states", describe(key_states), f"{len(self.plan.kinds)} KV heads (the policy's layer {self.layer_idx})")
+        self.device, self.dtype = key_states.device, key_states.dtype
+        empty = lambda h: key_states.new_empty(B, h, 0, D)  # noqa: E731
+        self.full_k, self.full_v = empty(len(self.full_heads)), empty(len(self.full_heads))
+        self.stream_k, self.stream_v = empty(len(self.stream_heads)), empty(len(self.stream_heads))
+        self.stream_pos = torch.empty(0, dtype=torch.long, device=self.device)
+        self.meta_min, self.meta_max = empty(len(self.retrieval_rows)), empty(len(self.retrieval_rows))
+        self.keys, self.values = self.full_k, self.full_v
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        """Store the new tokens, trim the streaming heads, refresh page metadata; hand the step over."""
+        if not self._handle.active:
+            raise RuntimeError(
+                "this PolicyCache belongs to a policy that is not active: use it inside `with apply_policy(...)`"
+            )
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n = key_states.shape[-2]
+        start, T = self.seen, self.seen + n
+        every_head_full = len(self.full_heads) == len(self.plan.kinds)
+        if self.full_heads:
+            fk = key_states if every_head_full else _take(key_states, self.full_heads)
+            fv = value_states if every_head_full else _take(value_states, self.full_heads)
+            self.full_k, self.full_v = _cat(self.full_k, fk), _cat(self.full_v, fv)
+            if self.retrieval_rows:
+                self._update_metadata(start)
+        att_k = att_v = att_pos = None
+        if self.stream_heads:
+            att_k = _cat(self.stream_k, _take(key_states, self.stream_heads))
+            att_v = _cat(self.stream_v, _take(value_states, self.stream_heads))
+            att_pos = torch.cat((self.stream_pos, torch.arange(start, T, device=self.device)))
+            keep_sink = min(self.config.sink, T)
+            keep_window = min(self.config.local, T - keep_sink)
+            drop = att_pos.shape[0] - keep_sink - keep_window
+            if drop > 0:
+                keep = lambda x: torch.cat((x[..., :keep_sink, :], x[..., x.shape[-2] - keep_window :, :]), dim=-2)  # noqa: E731
+                self.stream_k, self.stream_v = keep(att_k), keep(att_v)
+                self.stream_pos = torch.cat((att_pos[:keep_sink], att_pos[att_pos.shape[0] - keep_window :]))
+            else:
+                self.stream_k, self.stream_v, self.stream_pos = att_k, att_v, att_pos
+        self.seen = T
+        self.keys, self.values = self.full_k, self.full_v
+        returned = (self.full_k, self.full_v) if every_head_full else (key_states, value_states)
+        meta = None
+        if self.retrieval_rows:
+            meta = PageMetadata(self.meta_min, self.meta_max, self.config.page_size, T)
+        self._handle._handoff[self.layer_idx] = LayerStep(
+            key=returned[0], start=start, context_len=T,
+            full_k=self.full_k if self.full_heads else None, full_v=self.full_v if self.full_heads else None,
+            full_rows={h: i for i, h in enumerate(self.full_heads)},
+            stream_k=att_k, stream_v=att_v, stream_rows={h: i for i, h in enumerate(self.stream_heads)},
+            stream_pos=att_pos, meta=meta, simulated=False,
+        )
+        self._handle._record_storage(self.layer_idx, self.stored_tokens(), self.meta_min.numel() * 2, key_states)
+        return returned
+
+    def _update_metadata(self, start: int) -> None:
+        ps = self.config.page_size
+        first = start // ps  # the page that was partial before this update
+        rows = self.retrieval_rows
+        fresh = quest_page_metadata(_take(self.full_k[..., first * ps :, :], rows), ps)  # new tokens only
+        self.meta_min = torch.cat((self.meta_min[..., :first, :], fresh.min), dim=-2)
+        self.meta_max = torch.cat((self.meta_max[..., :first, :], fresh.max), dim=-2)
+
+    def stored_tokens(self) -> list[int]:
+        """Tokens each KV head stores now."""
+        return [self.stream_pos.shape[0] if k == "streaming" else self.seen for k in self.plan.kinds]
+
+    def get_mask_sizes(self, query_length) -> tuple[int, int]:
+        # transformers < 5 passes cache_position (a tensor of the new positions) instead of a length
+        n = query_length.shape[0] if isinstance(query_length, torch.Tensor) else int(query_length)
+        return self.seen + n, 0
+
+    def get_seq_length(self) -> int:
+        return self.seen
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def reset(self) -> None:
+        self.seen = 0
+        self.keys = self.values = None
+        self.is_initialized = False
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove != 0:
+            raise ParameterError("tokens_to_remove", tokens_to_remove, "0 (a PolicyCache cannot roll back: streaming heads drop tokens)")
+
+    def offload(self):  # offloading is not supported; the data stays where it is
+        return None
+
+    def prefetch(self):
+        return None
+
+    def _map_batch(self, fn) -> None:
+        if not self.is_initialized:
+            return
+        for name in ("full_k", "full_v", "stream_k", "stream_v", "meta_min", "meta_max"):
+            setattr(self, name, fn(getattr(self, name)))
+        self.keys, self.values = self.full_k, self.full_v
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._map_batch(lambda x: x.index_select(0, beam_idx.to(x.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._map_batch(lambda x: x.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._map_batch(lambda x: x[indices, ...])
+
+
+class PolicyCache(Cache):
+    """A ``transformers.Cache`` that stores what the policy needs (see :class:`PolicyCacheLayer`)."""
+
+    def __init__(self, handle: PolicyHandle):
+        layers = [PolicyCacheLayer(i, tuple(handle.kinds[i]), handle.config, handle) for i in range(handle.dims.n_layers)]
+        super().__init__(layers=layers)
+        self.handle = handle
+
+    def kv_bytes(self) -> dict[str, int]:
+        """Bytes stored now: K+V (``kv``), page metadata, and what a dense cache would hold."""
+        kv = meta = dense = 0
+        for layer in self.layers:
+            if not layer.is_initialized:
+                continue
+            size = layer.full_k.element_size()
+            kv += sum(t.numel() for t in (layer.full_k, layer.full_v, layer.stream_k, layer.stream_v)) * size
+            meta += (layer.meta_min.numel() + layer.meta_max.numel()) * size
+            B, _, _, D = layer.full_k.shape if layer.full_heads else layer.stream_k.shape
+            dense += 2 * B * len(layer.plan.kinds) * layer.seen * D * size
+        return {"kv": kv, "metadata": meta, "dense": dense}
+
+
+# ---- the policy handle and the attention function ----------------------------------------------
+
+
+class PolicyHandle:
+    """An applied policy (a context manager): make caches, read stats; restores the model on exit."""
+
+    def __init__(self, model, policy: str, config: SparseAttentionConfig, kinds: np.ndarray, dims: ModelDims):
+        self.model = model
+        self.policy = policy
+        self.config = config
+        self.kinds = kinds
+        self.dims = dims
+        self.plans = [LayerPlan(tuple(row)) for row in kinds]
+        self.active = False
+        self._handoff: dict[int, LayerStep] = {}
+        self._original: str | None = None
+        self._modules: list = []
+        self._observers: list = []
+        self.reset_stats()
+
+    # -- context manager --
+    def __enter__(self) -> PolicyHandle:
+        if self.active:
+            raise RuntimeError("this policy handle is already active")
+        modules = _attention_modules(self.model, self.dims.n_layers)
+        if any(m in _ACTIVE for m in modules):
+            raise RuntimeError("a policy is already applied to this model; exit it first (policies do not nest)")
+        self._original = self.model.config._attn_implementation or "sdpa"
+        name = _register(self._original)
+        self.model.set_attn_implementation(name)
+        if self.model.config._attn_implementation != name:
+            self.model.set_attn_implementation(self._original)
+            raise ParameterError("model", type(self.model).__name__, "a model whose attention implementation can be set (AttentionInterface)")
+        self._modules = modules
+        for m in modules:
+            _ACTIVE[m] = self
+        self.active = True
+        logger.info("policy %s applied (%s)", self.policy, self.config)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for m in self._modules:
+            _ACTIVE.pop(m, None)
+        self._modules = []
+        self._handoff.clear()
+        if self._original is not None:
+            self.model.set_attn_implementation(self._original)
+        self.active = False
+
+    def new_cache(self) -> PolicyCache:
+        """A fresh cache for this policy, to pass to ``model(...)`` or ``model.generate(...)``."""
+        return PolicyCache(self)
+
+    def add_observer(self, fn) -> None:
+        """Call ``fn(layer_idx, query [B, Hq, n, D], key [B, Hkv, T, D], scale)`` at every attention
+        call whose keys cover the whole context (dense or retrieval heads of a full-storage layer,
+        or any layer on a plain cache): for measurements such as :func:`long_range_attention_mass`."""
+        self._observers.append(fn)
+
+    # -- stats --
+    def reset_stats(self) -> None:
+        """Zero every counter; storage is recorded again by the next forward of each layer."""
+        L, H = self.dims.n_layers, self.dims.n_kv_heads
+        self._tokens_read = np.zeros((L, H), dtype=np.int64)
+        self._tokens_read_dense = np.zeros((L, H), dtype=np.int64)
+        self._meta_read = np.zeros((L, H), dtype=np.int64)
+        self._stored_tokens = np.zeros((L, H), dtype=np.int64)
+        self._stored_meta = np.zeros(L, dtype=np.int64)
+        self._context = np.zeros(L, dtype=np.int64)
+        self._batch = 1
+        self._bytes_per_element = 0
+        self._simulated = np.zeros(L, dtype=bool)  # last call of each layer used a plain cache
+        self.decode_steps = 0
+        self.prefill_tokens = 0
+
+    def _record_storage(
+        self, layer: int, stored_tokens: list[int], meta_elements: int, key: torch.Tensor, simulated: bool = False
+    ) -> None:
+        self._simulated[layer] = simulated
+        self._stored_tokens[layer] = stored_tokens
+        self._stored_meta[layer] = meta_elements
+        self._batch = key.shape[0]
+        self._bytes_per_element = key.element_size()
+
+    def head_stats(self) -> dict[str, np.ndarray]:
+        """Per ``[layer, kv_head]`` arrays: decode tokens read (and dense), metadata elements read,
+        tokens stored now (summed over the batch)."""
+        return {
+            "kinds": self.kinds.copy(),
+            "tokens_read": self._tokens_read.copy(),
+            "tokens_read_dense": self._tokens_read_dense.copy(),
+            "metadata_elements_read": self._meta_read.copy(),
+            "tokens_stored": self._stored_tokens * self._batch,
+            "context_len": self._context.copy(),
+        }
+
+    def stats(self) -> dict:
+        """Totals over layers, heads, batch and decode steps (bytes use the cache's element size)."""
+        D, bpe, B = self.dims.head_dim, self._bytes_per_element, self._batch
+        stored = int(self._stored_tokens.sum()) * B
+        stored_dense = int(self._context.sum()) * self.dims.n_kv_heads * B
+        read, read_dense = int(self._tokens_read.sum()), int(self._tokens_read_dense.sum())
+        return {
+            "policy": self.policy,
+            "cache": "dense (simulated)" if self._simulated.any() else "policy",
+            "decode_steps": self.decode_steps,
+            "prefill_tokens": self.prefill_tokens,
+            "retrieval_ratio": float((self.kinds != "streaming").mean()),
+            "bytes_per_element": bpe,
+            "kv_tokens_stored": stored,
+            "kv_bytes_stored": 2 * stored * D * bpe,
+            "kv_bytes_stored_dense": 2 * stored_dense * D * bpe,
+            "metadata_bytes_stored": int(self._stored_meta.sum()) * B * bpe,
+            "stored_fraction": stored / stored_dense if stored_dense else float("nan"),
+            "kv_tokens_read": read,
+            "kv_tokens_read_dense": read_dense,
+            "kv_bytes_read": 2 * read * D * bpe,
+            "kv_bytes_read_dense": 2 * read_dense * D * bpe,
+            "metadata_bytes_read": int(self._meta_read.sum()) * bpe,
+            "read_fraction": read / read_dense if read_dense else float("nan"),
+        }
+
+    # -- attention --
+    def _simulated_step(self, layer: int, key: torch.Tensor, value: torch.Tensor, n: int) -> LayerStep:
+        """The hand-off equivalent for a cache that holds every token (masks do the policy)."""
+        plan = self.plans[layer]
+        T = key.shape[-2]
+        streaming = plan.heads("streaming")
+        self._record_storage(layer, [T] * len(plan.kinds), 0, key, simulated=True)
+        return LayerStep(
+            key=key, start=T - n, context_len=T, full_k=key, full_v=value,
+            full_rows={h: h for h in range(len(plan.kinds))},
+            stream_k=_take(key, streaming) if streaming else None,
+            stream_v=_take(value, streaming) if streaming else None,
+            stream_rows={h: i for i, h in enumerate(streaming)},
+            stream_pos=torch.arange(T, device=key.device) if streaming else None,
+            meta=None, simulated=True,
+        )
+
+    def attention(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        """The attention function body for one layer (``query [B, Hq, n, D]`` -> ``[B, n, Hq, D]``)."""
+        layer = module.layer_idx
+        plan = self.plans[layer]
+        n = query.shape[2]
+        step = self._handoff.pop(layer, None)
+        if step is None or step.key is not key:
+            step = self._simulated_step(layer, key, value, n)
+        T = step.context_len
+        self._context[layer] = T
+        if self._observers and step.full_k is not None and len(step.full_rows) == len(plan.kinds):
+            for fn in self._observers:
+                fn(layer, query, step.full_k, scaling if scaling is not None else query.shape[-1] ** -0.5)
+        decode = n == 1
+        if layer == 0:
+            if decode:
+                self.decode_steps += 1
+            else:
+                self.prefill_tokens += n * query.shape[0]
+        retrieval = plan.heads("retrieval") if decode and T > self.config.budget else []
+        streaming = plan.heads("streaming")
+        dense = [h for h in range(len(plan.kinds)) if h not in retrieval and h not in streaming]
+        if not retrieval and not streaming:  # every head dense: the model's own attention function
+            if decode:
+                self._count(layer, dense, T * query.shape[0], query.shape[0])
+            return _original_function(module, self._original)(
+                module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+            )
+        _refuse_padding(attention_mask, step.start, T)
+        return self._sparse_attention(layer, plan, step, query, scaling, dense, streaming, retrieval)
+
+    def _count(self, layer: int, heads: list[int], tokens, batch: int) -> None:
+        """Add a decode step's reads: ``tokens`` per head (scalar or per head), summed over the batch."""
+        if heads:
+            self._tokens_read[layer, heads] += np.asarray(tokens, dtype=np.int64)
+            self._tokens_read_dense[layer, heads] += self._context[layer] * batch
+
+    def _sparse_attention(self, layer, plan, step, query, scaling, dense, streaming, retrieval):
+        B, Hq, n, D = query.shape
+        Hkv, g = self.dims.n_kv_heads, self.dims.group_size
+        scale = scaling if scaling is not None else D**-0.5
+        T, cfg = step.context_len, self.config
+        qg = query.unflatten(1, (Hkv, g))  # [B, Hkv, g, n, D]
+        out = torch.empty_like(qg)
+        decode = n == 1
+        if dense:
+            rows = [step.full_rows[h] for h in dense]
+            k, v = _take(step.full_k, rows), _take(step.full_v, rows)
+            q = _take(qg, dense)
+            if decode:
+                o = attend(q.squeeze(3), k, v, scale).unsqueeze(3)
+            else:
+                qpos, kpos = torch.arange(step.start, T, device=query.device), torch.arange(T, device=query.device)
+                mask = None if step.start == 0 else causal_mask(qpos, kpos)
+                o = sdpa(q.flatten(1, 2), k, v, scale, mask=mask, is_causal=step.start == 0).unflatten(1, (len(dense), g))
+            out[:, dense] = o.to(out.dtype)
+            if decode:
+                self._count(layer, dense, T * B, B)
+        if streaming:
+            rows = [step.stream_rows[h] for h in streaming]
+            k, v = _take(step.stream_k, rows), _take(step.stream_v, rows)
+            q = _take(qg, streaming).flatten(1, 2)
+            o = streaming_prefill(
+                q, k, v, cfg.sink, cfg.local, chunk_size=STREAMING_QUERY_CHUNK, key_positions=step.stream_pos, scale=scale
+            )
+            out[:, streaming] = o.unflatten(1, (len(streaming), g)).to(out.dtype)
+            if decode:
+                attended = int(streaming_mask(step.stream_pos[-1:], step.stream_pos, cfg.sink, cfg.local).sum())
+                self._count(layer, streaming, attended * B, B)
+        if retrieval:
+            q = _take(qg, retrieval).squeeze(3)  # [B, Hr, g, D]
+            rows = [step.full_rows[h] for h in retrieval]
+            meta = step.meta
+            if meta is None:  # simulated: compute the metadata the cache would keep
+                meta = quest_page_metadata(_take(step.full_k, rows), cfg.page_size)
+            sel = select_pages(q, meta, T, cfg.page_size, cfg.budget, cfg.gqa)
+            kv_rows = torch.tensor(rows, device=query.device)
+            if sel.per_query_head:
+                kv_rows = kv_rows.repeat_interleave(g)
+            o = attend_selection(q, step.full_k, step.full_v, sel, scale, kv_heads=kv_rows)
+            out[:, retrieval] = o.unsqueeze(3).to(out.dtype)
+            self._count(layer, retrieval, sel.tokens_read().sum(0).cpu().numpy(), B)
+            self._meta_read[layer, retrieval] += 2 * D * n_pages(T, cfg.page_size) * B
+        return out.flatten(1, 2).transpose(1, 2).contiguous(), None
+
+
+def _refuse_padding(attention_mask, start: int, T: int) -> None:
+    """Sparse policies assume unpadded inputs: refuse a mask that hides a causal key."""
+    if attention_mask is None:
+        return
+    m = attention_mask
+    if m.dtype != torch.bool:
+        m = m > torch.finfo(m.dtype).min / 2
+    if m.ndim == 4 and m.shape[-1] >= T:
+        pos = torch.arange(T, device=m.device)
+        hidden = causal_mask(pos[start:], pos) & ~m[..., -(T - start) :, :T]
+    elif m.ndim == 2:
+        hidden = ~m
+    else:
+        return
+    if bool(hidden.any()):
+        raise ParameterError(
+            "attention_mask", describe(attention_mask), "no padding under a sparse policy (batch equal-length prompts)"
+        )
+
+
+def _attention_modules(model, n_layers: int) -> list:
+    """The model's self-attention modules (those with ``layer_idx`` and ``q_proj``), one per layer."""
+    mods = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "q_proj")]
+    if len(mods) != n_layers or sorted(m.layer_idx for m in mods) != list(range(n_layers)):
+        raise ParameterError(
+            "model", type(model).__name__,
+            f"a Llama/Qwen2/Mistral-style causal LM with {n_layers} attention modules having layer_idx and q_proj",
+        )
+    return mods
+
+
+def _original_function(module, name: str):
+    """The attention function the model used before the policy (``eager`` lives in its modeling file)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if name in ALL_ATTENTION_FUNCTIONS:
+        return ALL_ATTENTION_FUNCTIONS[name]
+    fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if fn is None:
+        raise ParameterError("model", type(module).__name__, "a modeling file with eager_attention_forward")
+    return fn
+
+
+def _policy_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The function registered with ``AttentionInterface``: dispatch to the module's policy."""
+    handle = _ACTIVE.get(module)
+    if handle is None:
+        raise RuntimeError("h2eal attention called on a module with no active policy (use apply_policy)")
+    return handle.attention(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+
+
+def _register(original: str) -> str:
+    """Register ``h2eal_<original>`` (our function, the original's mask function); return the name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+
+    name = f"h2eal_{original}"
+    AttentionInterface.register(name, _policy_attention)
+    mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(original, sdpa_mask)
+    AttentionMaskInterface.register(name, mask_fn)
+    return name
+
+
+# ---- public entry points ----------------------------------------------------------------------
+
+
+def apply_policy(model, policy: str, config: SparseAttentionConfig | None = None, retrieval_heads=None) -> PolicyHandle:
+    """Apply a sparse-attention policy to ``model`` (use as a context manager).
+
+    Args:
+        policy: one of :data:`POLICIES`.
+        config: the sparse-attention knobs (default :class:`SparseAttentionConfig()`).
+        retrieval_heads: bool ``[n_layers, n_kv_heads]`` (numpy or torch), required for ``duo``
+            and ``h2eal``.
+
+    Inside the ``with`` block ``model(...)`` and ``model.generate(...)`` use the policy; pass
+    ``handle.new_cache()`` as the cache to store only what the policy needs.
+    """
+    check_choice("policy", policy, POLICIES)
+    if config is None:
+        config = SparseAttentionConfig()
+    if not isinstance(config, SparseAttentionConfig):
+        raise ParameterError("config", describe(config), "a SparseAttentionConfig or None")
+    dims = ModelDims.of(model)
+    kinds = policy_head_kinds(policy, dims.n_layers, dims.n_kv_heads, config, retrieval_heads)
+    return PolicyHandle(model, policy, config, kinds, dims)
+
+
+def long_range_attention_mass(
+    model, input_ids: torch.Tensor, config: SparseAttentionConfig | None = None, n_queries: int = 1
+) -> np.ndarray:
+    """Per ``[layer, kv_head]``: attention mass that decode queries put outside sink + local.
+
+    The prompt minus its last ``n_queries`` tokens is prefilled densely; each of those tokens is
+    then fed as a decode step and its softmax attention (mean over the KV head's query heads and
+    over the steps) is summed over the tokens a streaming head would drop. A high value marks a
+    head that a streaming window would hurt: a measured, heuristic stand-in for identified gates.
+    """
+    config = SparseAttentionConfig() if config is None else config
+    ids = torch.as_tensor(input_ids)
+    ids = ids[None] if ids.ndim == 1 else ids
+    T = ids.shape[1]
+    check_positive_int("n_queries", n_queries)
+    if n_queries >= T:
+        raise ParameterError("n_queries", n_queries, f"less than the prompt length {T}")
+    dims = ModelDims.of(model)
+    mass = np.zeros((dims.n_layers, dims.n_kv_heads))
+
+    def observe(layer, query, key, scale):
+        if query.shape[2] != 1:
+            return
+        q = query[:, :, 0].float().unflatten(1, (dims.n_kv_heads, dims.group_size))  # [B, Hkv, g, D]
+        probs = torch.softmax(scale * torch.einsum("bhgd,bhtd->bhgt", q, key.float()), dim=-1)
+        n_keys = key.shape[-2]
+        pos = torch.arange(n_keys, device=key.device)
+        dropped = ~streaming_mask(pos[-1:], pos, config.sink, config.local)[0]
+        mass[layer] += (probs * dropped).sum(-1).mean(dim=(0, 2)).cpu().numpy() / n_queries
+
+    device = next(model.parameters()).device
+    ids = ids.to(device=device, dtype=torch.long)
+    with apply_policy(model, "full", config) as handle, torch.inference_mode():
+        handle.add_observer(observe)
+        cache = handle.new_cache()
+        forward_last_logits(model, ids[:, : T - n_queries], cache)
+        for i in range(T - n_queries, T):
+            forward_last_logits(model, ids[:, i : i + 1], cache)
+    return mass
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationResult:
+    """Output of :func:`generate_with_policy`: ``sequences [B, T + new]``, ``new_tokens [B, new]``, stats."""
+
+    sequences: torch.Tensor
+    new_tokens: torch.Tensor
+    stats: dict
+
+
+def cache_kwarg(model) -> str:
+    """The forward keyword for the cache (``cache`` in transformers >= 5.x, else ``past_key_values``)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def forward_last_logits(model, input_ids: torch.Tensor, cache) -> torch.Tensor:
+    """Run ``input_ids`` through the model with ``cache``; float32 logits of the last position ``[B, V]``."""
+    kwargs = {cache_kwarg(model): cache, "use_cache": True}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kwargs["logits_to_keep"] = 1
+    return model(input_ids=input_ids, **kwargs).logits[:, -1].float()
+
+
+def chunked_prefill(model, input_ids: torch.Tensor, cache, chunk_size: int | None = None) -> torch.Tensor:
+    """Prefill ``input_ids [B, T]`` into ``cache`` in chunks; logits of the last token ``[B, V]``."""
+    T = input_ids.shape[1]
+    chunk = T if chunk_size is None else check_positive_int("prefill_chunk_size", chunk_size)
+    logits = None
+    for s in range(0, T, chunk):
+        logits = forward_last_logits(model, input_ids[:, s : s + chunk], cache)
+    return logits
+
+
+def _eos_ids(model) -> list[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+def generate_with_policy(
+    model,
+    input_ids,
+    policy: str,
+    config: SparseAttentionConfig | None = None,
+    retrieval_heads=None,
+    max_new_tokens: int = 16,
+    prefill_chunk_size: int | None = None,
+    decode_prompt_tail: int = 0,
+) -> GenerationResult:
+    """Greedy generation under a policy, with the decode-simulation protocol.
+
+    The prompt minus its last ``decode_prompt_tail`` tokens is prefilled (in chunks of
+    ``prefill_chunk_size``); the tail is then fed one token at a time as decode steps with the
+    policy active (DuoAttention/Quest protocol), and ``max_new_tokens`` tokens are generated
+    greedily (stopping when every sequence has produced an end-of-sequence token).
+    """
+    if not isinstance(input_ids, torch.Tensor):
+        input_ids = torch.as_tensor(input_ids)
+    if input_ids.ndim == 1:
+        input_ids = input_ids[None]
+    if input_ids.ndim != 2 or input_ids.shape[1] < 1 or input_ids.dtype not in (torch.int32, torch.int64):
+        raise ParameterError("input_ids", describe(input_ids), "integer token ids of shape [T] or [B, T], T >= 1")
+    check_nonnegative_int("max_new_tokens", max_new_tokens)
+    T = input_ids.shape[1]
+    tail = check_nonnegative_int("decode_prompt_tail", decode_prompt_tail)
+    if tail > T:
+        raise ParameterError("decode_prompt_tail", tail, f"at most the prompt length {T}")
+    device = next(model.parameters()).device
+    ids = input_ids.to(device=device, dtype=torch.long)
+    eos = torch.tensor(_eos_ids(model), dtype=torch.long, device=device)
+    new = []
+    with apply_policy(model, policy, config, retrieval_heads) as handle, torch.inference_mode():
+        cache = handle.new_cache()
+        logits = chunked_prefill(model, ids[:, : T - tail], cache, prefill_chunk_size) if T > tail else None
+        for i in range(T - tail, T):
+            logits = forward_last_logits(model, ids[:, i : i + 1], cache)
+        finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
+        for step in range(max_new_tokens):
+            nxt = logits.argmax(dim=-1)
+            if eos.numel():
+                nxt = torch.where(finished, eos[0], nxt)
+                finished |= torch.isin(nxt, eos)
+            new.append(nxt)
+            if step == max_new_tokens - 1 or bool(finished.all()):
+                break
+            logits = forward_last_logits(model, nxt[:, None], cache)
+        stats = handle.stats()
+    new_tokens = torch.stack(new, dim=1) if new else ids.new_zeros(ids.shape[0], 0)
+    return GenerationResult(torch.cat((ids, new_tokens), dim=1), new_tokens, stats)
+
+
+__all__ = [
+    "POLICIES",
+    "GenerationResult",
+    "LayerStep",
+    "PolicyCache",
+    "PolicyCacheLayer",
+    "PolicyHandle",
+    "apply_policy",
+    "chunked_prefill",
+    "generate_with_policy",
+    "long_range_attention_mass",
+    "policy_head_kinds",
+]
