@@ -83,6 +83,19 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def resolve_repo_path(path: str | os.PathLike) -> Path:
+    """``path`` as given when absolute or existing, else relative to the repository root.
+
+    Notebooks run with their own folder as working directory (papermill ``--cwd notebooks``, nbval
+    from a build folder, JupyterLab); resolving data paths against the repository makes a parameter
+    like ``data/head_patterns/smollm2-135m`` mean the same thing everywhere.
+    """
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return repo_root() / p
+
+
 def data_dir() -> Path:
     """The project's ``data/`` folder (``$H2EAL_DATA_DIR`` overrides the repository's own)."""
     override = os.environ.get("H2EAL_DATA_DIR")

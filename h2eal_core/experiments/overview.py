@@ -25,6 +25,7 @@ import pandas as pd
 from ..attention.accounting import model_access, spread_retrieval_mask
 from ..attention.config import SparseAttentionConfig
 from ..hardware import DESIGN_NAMES, load_hardware, simulate_decode
+from ..io import resolve_repo_path
 from ..models.shape import ModelShape, load_model_shape
 from ..validation import check_list, check_positive_int
 
@@ -32,14 +33,15 @@ GIB = 2.0**30
 
 
 def _retrieval_mask(shape: ModelShape, sparsity: SparseAttentionConfig, gates_dir: str | os.PathLike | None):
-    """Binarised identified gates when ``gates_dir`` is given, else the default spread mask."""
+    """``(mask, gates or None, origin)``: binarised identified gates when ``gates_dir`` is given,
+    else the default spread mask."""
     ratio = sparsity.retrieval_ratio_for(shape.attention_type)
     if gates_dir:
         from ..identify.gates import binarize, read_gates
 
-        alpha = read_gates(gates_dir, shape=(shape.n_layers, shape.n_kv_heads))
-        return binarize(alpha, ratio), f"identified gates ({Path(gates_dir).name})"
-    return spread_retrieval_mask(shape.n_layers, shape.n_kv_heads, ratio), "default spread mask (no gates given)"
+        alpha = read_gates(resolve_repo_path(gates_dir), shape=(shape.n_layers, shape.n_kv_heads))
+        return binarize(alpha, ratio), alpha, f"identified gates ({Path(gates_dir).name})"
+    return spread_retrieval_mask(shape.n_layers, shape.n_kv_heads, ratio), None, "default spread mask (no gates given)"
 
 
 def kv_capacity_table(models, contexts, hardware: str = "h2eal_hb", sparsity: SparseAttentionConfig | None = None) -> pd.DataFrame:
@@ -75,13 +77,14 @@ def head_read_table(model: str, context_len: int, sparsity: SparseAttentionConfi
     sparsity = sparsity or SparseAttentionConfig()
     shape = load_model_shape(model)
     check_positive_int("context_len", context_len)
-    mask, origin = _retrieval_mask(shape, sparsity, gates_dir)
+    mask, alpha, origin = _retrieval_mask(shape, sparsity, gates_dir)
     acc = model_access(shape.n_layers, shape.n_kv_heads, shape.head_dim, shape.group_size, context_len, sparsity, mask)
     layer, head = np.indices(mask.shape)
     table = pd.DataFrame(
         {
             "layer": layer.ravel(),
             "kv_head": head.ravel(),
+            "gate_alpha": alpha.ravel() if alpha is not None else np.nan,
             "kind": acc.kinds.ravel(),
             "read_fraction": (acc.tokens_read / context_len).ravel(),
         }
@@ -93,7 +96,7 @@ def utilisation_table(model: str, context_len: int, hardware: str = "h2eal_hb", 
     """Bank utilisation and attention latency of every design (same constants for all)."""
     sparsity = sparsity or SparseAttentionConfig()
     shape = load_model_shape(model)
-    mask, _ = _retrieval_mask(shape, sparsity, gates_dir)
+    mask, _, _ = _retrieval_mask(shape, sparsity, gates_dir)
     rows = []
     for design in DESIGN_NAMES:
         r = simulate_decode(shape, hardware, context_len, design, sparsity, retrieval_mask=mask)
