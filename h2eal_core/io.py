@@ -84,16 +84,23 @@ def repo_root() -> Path:
 
 
 def resolve_repo_path(path: str | os.PathLike) -> Path:
-    """``path`` as given when absolute or existing, else relative to the repository root.
+    """Resolve a path parameter the same way wherever a notebook runs.
 
-    Notebooks run with their own folder as working directory (papermill ``--cwd notebooks``, nbval
-    from a build folder, JupyterLab); resolving data paths against the repository makes a parameter
-    like ``data/head_patterns/smollm2-135m`` mean the same thing everywhere.
+    ``path`` as given when absolute or existing; else relative to ``notebooks/`` (the notebooks'
+    convention, e.g. ``../data/...``, so that a notebook prepared into another folder, as nbval
+    does, or opened in JupyterLab finds the same files); else relative to the repository root
+    (``data/head_patterns/...``). A path that exists nowhere resolves to the ``notebooks/``
+    reading when it starts with ``..`` and to the repository reading otherwise, so that the error
+    that follows names a sensible location.
     """
     p = Path(path)
     if p.is_absolute() or p.exists():
         return p
-    return repo_root() / p
+    from_notebooks, from_root = (repo_root() / "notebooks" / p).resolve(), (repo_root() / p).resolve()
+    for candidate in (from_notebooks, from_root):
+        if candidate.exists():
+            return candidate
+    return from_notebooks if p.parts and p.parts[0] == ".." else from_root
 
 
 def data_dir() -> Path:

@@ -31,9 +31,11 @@ def test_range_verdict_rules(ours, band, expected):
 
 def test_accuracy_row_uses_the_confidence_interval():
     claim = next(c for c in cl.load_claims() if c.id == "accuracy_drop")
-    summary = pd.DataFrame([{"method": "h2eal", "drop_vs_full_pts": 1.5, "drop_ci_low_pts": 0.2, "drop_ci_high_pts": 2.9, "n": 240}])
-    assert cl.accuracy_row(claim, summary)["verdict"] == "reproduced"
-    summary.loc[0, ["drop_ci_low_pts", "drop_ci_high_pts"]] = [1.0, 2.0]
+    summary = pd.DataFrame([{"method": "h2eal", "drop_vs_full_pp": 1.5, "drop_ci_low_pp": 0.2, "drop_ci_high_pp": 2.9, "n_samples": 240,
+                             "n_cells": 12, "kv_read_fraction": 0.25, "kv_stored_fraction": 0.6}])
+    row = cl.accuracy_row(claim, summary)
+    assert row["verdict"] == "reproduced" and "12 task x length cells" in row["configuration"]
+    summary.loc[0, ["drop_ci_low_pp", "drop_ci_high_pp"]] = [1.0, 2.0]
     row = cl.accuracy_row(claim, summary)
     assert row["verdict"] == "differs" and "ours is larger" in row["reason"]
     assert cl.accuracy_row(claim, None)["verdict"] == "not run"
@@ -47,6 +49,25 @@ def test_claims_table_covers_every_claim_without_bands():
     assert set(table["verdict"]) <= {"reproduced", "within band", "overlaps", "differs", "holds", "does not hold", "not run"}
     rng = table[table["claim"] == "speedup_range"]
     assert (rng["ours_low"] <= rng["ours_high"]).all()
+
+
+def test_sparsity_statement_reads_the_per_head_table():
+    claims = cl.load_claims()
+    heads = pd.DataFrame({"metric": "window_share", "layer": [0, 0, 1], "kv_head": [0, 1, 0], "value": [0.3, 0.9, 0.95]})
+    row = cl.statement_rows(claims, head_sparsity=heads).set_index("claim").loc["sparsity_varies_across_heads"]
+    assert row["verdict"] == "holds" and row["ours"] == "0.65" and "window_share" in row["metric"]
+    flat = heads.assign(value=[0.8, 0.85, 0.9])
+    assert cl.statement_rows(claims, head_sparsity=flat).set_index("claim").loc["sparsity_varies_across_heads", "verdict"] == "does not hold"
+    with pytest.raises(ParameterError, match="head_sparsity"):
+        cl.statement_rows(claims, head_sparsity=heads.rename(columns={"value": "v"}))
+
+
+def test_study_results_are_read_with_clear_errors(tmp_path):
+    (tmp_path / "heads.csv").write_text("source,model,metric,layer,kv_head,value\nmeasured,m,window_share,0,0,0.5\nidentified here,m,gate,0,0,1\n")
+    acc, heads = cl.read_study_results("", tmp_path / "heads.csv")
+    assert acc is None and list(heads["value"]) == [0.5]
+    with pytest.raises(ParameterError, match="accuracy_results.*--only tab3_accuracy"):
+        cl.read_study_results(tmp_path / "missing.csv", None)
 
 
 def test_overview_tables_are_consistent():

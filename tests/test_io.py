@@ -36,3 +36,15 @@ def test_save_figure_is_byte_identical(tmp_path):
     assert [p.suffix for p in a] == [".png", ".pdf"]
     for pa, pb in zip(a, b):
         assert pa.read_bytes() == pb.read_bytes()
+
+
+def test_paths_resolve_from_any_working_directory(tmp_path, monkeypatch):
+    from h2eal_core.io import repo_root, resolve_repo_path
+
+    monkeypatch.chdir(tmp_path)  # e.g. a notebook prepared into build/nbval
+    assert resolve_repo_path("../data/head_patterns") == (repo_root() / "data" / "head_patterns").resolve()
+    assert resolve_repo_path("data/head_patterns") == (repo_root() / "data" / "head_patterns").resolve()
+    assert resolve_repo_path("../build/not_there_yet") == (repo_root() / "build" / "not_there_yet").resolve()
+    (tmp_path / "local").mkdir()
+    assert resolve_repo_path("local").resolve() == tmp_path / "local"
+    assert resolve_repo_path(str(tmp_path)) == tmp_path

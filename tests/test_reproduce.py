@@ -105,3 +105,13 @@ def test_prepare_injects_profile_parameters(registry, tmp_path):
     nb = nbformat.read(written[0], as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and str(tmp_path) in injected[0].source
+
+
+def test_parallel_kernels_share_the_cores():
+    assert rp.kernel_thread_env(1, cpus=2, environ={}) == {}
+    env = rp.kernel_thread_env(2, cpus=2, environ={})
+    assert env == {name: "1" for name in rp.THREAD_VARIABLES}
+    assert rp.kernel_thread_env(2, cpus=16, environ={})["OMP_NUM_THREADS"] == "8"
+    assert rp.kernel_thread_env(4, cpus=2, environ={})["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in rp.kernel_thread_env(2, cpus=2, environ={"OMP_NUM_THREADS": "3"})
+

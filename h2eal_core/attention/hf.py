@@ -734,7 +734,8 @@ def chunked_prefill(model, input_ids: torch.Tensor, cache, chunk_size: int | Non
     return logits
 
 
-def _eos_ids(model) -> list[int]:
+def eos_token_ids(model) -> list[int]:
+    """End-of-sequence token ids of the model's generation config (or its config); ``[]`` if none."""
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if eos is None:
         eos = getattr(model.config, "eos_token_id", None)
@@ -773,7 +774,7 @@ def generate_with_policy(
         raise ParameterError("decode_prompt_tail", tail, f"at most the prompt length {T}")
     device = next(model.parameters()).device
     ids = input_ids.to(device=device, dtype=torch.long)
-    eos = torch.tensor(_eos_ids(model), dtype=torch.long, device=device)
+    eos = torch.tensor(eos_token_ids(model), dtype=torch.long, device=device)
     new = []
     with apply_policy(model, policy, config, retrieval_heads) as handle, torch.inference_mode():
         cache = handle.new_cache()

@@ -2,8 +2,9 @@
 
 Claims come from ``data/paper_claims.yaml`` (the paper's own words). Hardware claims are
 recomputed here from the package (the default grid costs about a second), so the claims table
-changes when the code changes; the accuracy claim reads the accuracy study's results table (a CPU
-hour, so the committed default-profile CSV is read, not rerun).
+changes when the code changes; the accuracy claim reads the accuracy study's results table and the
+head-sparsity claim the measured per-head table (hours of CPU time, so the committed default-profile
+CSVs are read, not rerun).
 
 Verdicts (rules, not judgement calls):
 
@@ -27,7 +28,7 @@ import pandas as pd
 from ..attention.config import SparseAttentionConfig
 from ..config import load_yaml
 from ..hardware import load_hardware
-from ..io import data_dir
+from ..io import data_dir, resolve_repo_path
 from ..models.shape import list_model_shapes, load_model_shape
 from ..validation import ParameterError, check_choice, check_fraction
 from . import hw_grid, hw_mapping, hw_sensitivity
@@ -152,13 +153,15 @@ def accuracy_row(claim: Claim, summary: pd.DataFrame | None, *, method: str = "h
     if rows.empty:
         raise ParameterError("method", method, "a method of the accuracy summary: " + ", ".join(map(str, summary["method"].unique())))
     r = rows.iloc[0]
-    drop, lo, hi = float(r["drop_vs_full_pts"]), float(r["drop_ci_low_pts"]), float(r["drop_ci_high_pts"])
+    drop, lo, hi = float(r["drop_vs_full_pp"]), float(r["drop_ci_low_pp"]), float(r["drop_ci_high_pp"])
     verdict = "reproduced" if lo <= claim.value <= hi else "differs"
-    reason = f"95% CI of our drop {lo:.2f} to {hi:.2f} points over n={int(r['n'])} samples"
+    reason = f"95% CI of our drop {lo:.2f} to {hi:.2f} points over n={int(r['n_samples'])} samples"
     if verdict == "differs":
         reason += "; the paper's value lies outside it" + (" (ours is larger)" if lo > claim.value else " (ours is smaller)")
+    configuration = (f"{int(r['n_cells'])} task x length cells, {int(r['n_samples'])} samples; "
+                     f"KV read {float(r['kv_read_fraction']):.3f}, stored {float(r['kv_stored_fraction']):.3f} of full (tab3_accuracy)")
     return {**base, "ours": f"{drop:.2f}", "ours_low": lo, "ours_high": hi, "verdict": verdict,
-            "configuration": str(r.get("configuration", "")), "reason": reason}
+            "configuration": configuration, "reason": reason}
 
 
 def statement_rows(claims: list[Claim], *, hardware: str = "h2eal_hb", head_sparsity: pd.DataFrame | None = None,
@@ -180,11 +183,13 @@ def statement_rows(claims: list[Claim], *, hardware: str = "h2eal_hb", head_spar
                        if len(over) else "no edge point overflows on this grid"),
         })
     if "sparsity_varies_across_heads" in ids and head_sparsity is not None and not head_sparsity.empty:
-        col = "sparsity" if "sparsity" in head_sparsity else head_sparsity.select_dtypes("number").columns[-1]
-        values = head_sparsity[col].to_numpy(dtype=float)
+        if "value" not in head_sparsity:
+            raise ParameterError("head_sparsity", list(head_sparsity.columns), "a per-head table with a 'value' column (fig04_head_sparsity.csv)")
+        values = head_sparsity["value"].to_numpy(dtype=float)
+        label = "/".join(sorted(set(head_sparsity["metric"]))) if "metric" in head_sparsity else "value"
         spread = float(np.nanmax(values) - np.nanmin(values))
         rows.append({
-            "claim": "sparsity_varies_across_heads", "metric": f"per-head {col}: max - min over heads",
+            "claim": "sparsity_varies_across_heads", "metric": f"per-head {label}: max - min over heads",
             "scope": "SmolLM2-135M, measured", "paper": "holds", "ours": f"{spread:.2f}",
             "verdict": "holds" if spread > 0.25 else "does not hold", "configuration": "attention mass on real inputs (fig04)",
             "reason": f"per-head values from {np.nanmin(values):.2f} to {np.nanmax(values):.2f} (holds if the spread exceeds 0.25)",
@@ -200,6 +205,26 @@ def statement_rows(claims: list[Claim], *, hardware: str = "h2eal_hb", head_spar
             "reason": f"utilisation +sparse {util['sparse'].min():.2f}-{util['sparse'].max():.2f} vs h2eal {util['h2eal'].min():.2f}-{util['h2eal'].max():.2f}",
         })
     return pd.DataFrame(rows)
+
+
+def read_study_results(accuracy_results: str | Path | None, head_sparsity_results: str | Path | None
+                       ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The accuracy summary (``tab3_accuracy.csv``) and the measured per-head attention mass on the
+    sink + local window (the ``measured`` rows of ``fig04_head_sparsity.csv``); ``None``/``""`` skips one."""
+    def read(parameter: str, value, producer: str) -> pd.DataFrame | None:
+        if not value:
+            return None
+        path = resolve_repo_path(value)
+        if not path.is_file():
+            raise ParameterError(parameter, str(value), f"an existing results CSV; produce it with "
+                                 f"`python -m h2eal_core reproduce --only {producer}` or pass '' to skip the claim")
+        return pd.read_csv(path)
+
+    accuracy = read("accuracy_results", accuracy_results, "tab3_accuracy")
+    per_head = read("head_sparsity_results", head_sparsity_results, "fig04_head_sparsity")
+    if per_head is not None:
+        per_head = per_head[(per_head["source"] == "measured") & (per_head["metric"] == "window_share")]
+    return accuracy, per_head
 
 
 def claims_table(*, hardware: str = "h2eal_hb", accuracy_summary: pd.DataFrame | None = None,

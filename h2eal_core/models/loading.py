@@ -50,7 +50,8 @@ def load_model(name_or_path: str | os.PathLike = "smollm2-135m", *, dtype=None, 
     """Load ``(model, tokenizer)`` for a built-in name or a local HF folder, in eval mode.
 
     Args:
-        name_or_path: ``"smollm2-135m"`` or a path to a local Hugging Face model folder.
+        name_or_path: ``"smollm2-135m"`` or a path to a local Hugging Face model folder (a relative
+            path is resolved like every notebook path, :func:`h2eal_core.io.resolve_repo_path`).
         dtype: torch dtype (default float32 on CPU, bfloat16 on CUDA).
         device: ``"cpu"``, ``"cuda"``... (default: CUDA when available).
     """
@@ -65,7 +66,9 @@ def load_model(name_or_path: str | os.PathLike = "smollm2-135m", *, dtype=None, 
         gguf = smollm2_gguf_path()
         folder, kwargs = str(gguf.parent), {"gguf_file": gguf.name}
     else:
-        folder = Path(name_or_path)
+        from ..io import resolve_repo_path
+
+        folder = resolve_repo_path(name_or_path)  # notebook parameters like ../models/X work from any folder
         if not folder.is_dir():
             raise ParameterError(
                 "model",

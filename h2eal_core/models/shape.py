@@ -20,6 +20,15 @@ from ..validation import ParameterError, check_choice, check_positive_int
 ATTENTION_TYPES = ("MHA", "GQA", "MQA")
 
 
+def attention_type_for(n_q_heads: int, n_kv_heads: int) -> str:
+    """``MHA`` (one KV head per query head), ``MQA`` (one KV head in all) or ``GQA`` (in between)."""
+    if n_kv_heads == n_q_heads:
+        return "MHA"
+    if n_kv_heads == 1:
+        return "MQA"
+    return "GQA"
+
+
 def models_dir() -> Path:
     """Folder of the model shape YAML files."""
     return data_dir() / "models"
@@ -70,11 +79,7 @@ class ModelShape:
     @property
     def attention_type(self) -> str:
         """``MHA``, ``GQA`` or ``MQA``, derived from the head counts."""
-        if self.n_kv_heads == self.n_q_heads:
-            return "MHA"
-        if self.n_kv_heads == 1:
-            return "MQA"
-        return "GQA"
+        return attention_type_for(self.n_q_heads, self.n_kv_heads)
 
     # ---- parameter counts --------------------------------------------------------------------
     @property

@@ -7,6 +7,7 @@
 from .generators import (
     DEPTH_RANGE,
     TASK_DEFAULTS,
+    TASK_HAYSTACK,
     TASKS,
     PasskeyTrainingSample,
     TaskSample,
@@ -24,6 +25,7 @@ __all__ = [
     "SCORING_MODES",
     "TASKS",
     "TASK_DEFAULTS",
+    "TASK_HAYSTACK",
     "PasskeyTrainingSample",
     "TaskSample",
     "TokenizedHaystack",
