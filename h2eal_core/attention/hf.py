@@ -365,6 +365,7 @@ class PolicyHandle:
         self._original: str | None = None
         self._modules: list = []
         self._observers: list = []
+        self._selection_observers: list = []
         self.reset_stats()
 
     # -- context manager --
@@ -405,6 +406,15 @@ class PolicyHandle:
         call whose keys cover the whole context (dense or retrieval heads of a full-storage layer,
         or any layer on a plain cache): for measurements such as :func:`long_range_attention_mass`."""
         self._observers.append(fn)
+
+    def add_selection_observer(self, fn) -> None:
+        """Call ``fn(layer_idx, kv_heads, selection)`` at every retrieval decode step, after page
+        selection: ``kv_heads`` lists the layer's retrieval KV heads (the rows of
+        ``selection.pages``, repeated ``group_size`` times under ``per_query_head``) and
+        ``selection`` is the :class:`~h2eal_core.attention.quest.PageSelection` the heads read.
+        For recording page-selection traces (:mod:`h2eal_core.traces`); observers must not modify
+        the selection."""
+        self._selection_observers.append(fn)
 
     # -- stats --
     def reset_stats(self) -> None:
@@ -562,6 +572,8 @@ class PolicyHandle:
             if meta is None:  # simulated: compute the metadata the cache would keep
                 meta = quest_page_metadata(_take(step.full_k, rows), cfg.page_size)
             sel = select_pages(q, meta, T, cfg.page_size, cfg.budget, cfg.gqa)
+            for fn in self._selection_observers:
+                fn(layer, list(retrieval), sel)
             kv_rows = torch.tensor(rows, device=query.device)
             if sel.per_query_head:
                 kv_rows = kv_rows.repeat_interleave(g)
