@@ -12,7 +12,14 @@ where they lie (write-time placement). The file format is a compressed ``.npz`` 
 - ``context_lens``: int32 ``[steps]``, tokens in the context at each recorded step.
 - ``retrieval_mask``: bool ``[n_layers, n_kv_heads]``, the retrieval heads of the recording.
 - ``meta``: a JSON string: model, page_size, budget, gqa, group_size, source (how it was
-  recorded: task, seed, policy, library versions).
+  recorded: task, seed, policy, library versions), and optionally ``page_order``.
+
+``page_order`` (optional in the file, ``"sorted"`` when absent, so older files and writers stay
+valid): ``"sorted"`` rows hold the selected pages in ascending order; ``"score_rank"`` rows hold
+them best Quest score first, ``-1`` padding only at the end. In a ``score_rank`` trace the pages a
+smaller budget ``b`` would select on the same queries are a prefix of each row:
+:meth:`PageTrace.at_budget` cuts them (the queries themselves come from the run at the recorded
+budget; see :mod:`h2eal_core.traces.record`).
 
 Loading validates every field and names the field, the value and what is allowed.
 """
@@ -30,7 +37,17 @@ from ..io import atomic_path
 from ..validation import ParameterError
 
 GQA_MODES = ("group_sum", "group_max", "per_query_head")
+PAGE_ORDERS = ("sorted", "score_rank")
 FORMAT_VERSION = 1
+
+
+def selected_page_count(context_len, page_size: int, budget: int):
+    """Non-current pages a retrieval head selects at ``context_len`` tokens (Quest, SPEC 1.2):
+    ``min(ceil(budget / page_size) - 1, n_pages - 1)``; every page when the context fits the budget.
+    Works elementwise on arrays of context lengths."""
+    lens = np.asarray(context_len, dtype=np.int64)
+    n_pages = -(-lens // page_size)
+    return np.minimum(-(-budget // page_size) - 1, n_pages - 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +63,7 @@ class PageTrace:
     context_lens: np.ndarray  # [steps] int
     pages: np.ndarray  # [steps, L, rows, k] int, -1 padded
     source: dict = dataclasses.field(default_factory=dict)
+    page_order: str = "sorted"  # or "score_rank" (best first; smaller budgets are prefixes)
 
     def __post_init__(self):
         validate_trace(self)
@@ -106,6 +124,34 @@ class PageTrace:
             if value != want:
                 raise ParameterError(f"{name}.{field}", value, f"{want} (the model shape the trace is used for)")
 
+    def at_budget(self, budget: int) -> PageTrace:
+        """The trace a budget of ``budget`` tokens gives on the same queries, pages sorted.
+
+        A ``score_rank`` trace answers any ``budget`` up to its own: each row keeps its first
+        ``min(ceil(budget / page_size) - 1, n_pages - 1)`` pages. A ``sorted`` trace only answers its
+        own budget (returned as is).
+        """
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+            raise ParameterError("budget", budget, "a positive integer number of tokens")
+        if self.page_order == "sorted":
+            if budget != self.budget:
+                raise ParameterError(
+                    "budget", budget, f"{self.budget} (a 'sorted' trace answers only its own budget; a 'score_rank' trace answers any budget up to its own)"
+                )
+            return self
+        if budget > self.budget:
+            raise ParameterError("budget", budget, f"at most the recorded budget {self.budget}")
+        n_sel = selected_page_count(self.context_lens, self.page_size, budget)
+        k = int(n_sel.max()) if n_sel.size else 0
+        pages = self.pages[..., :k].copy()
+        cut = np.arange(k)[None, :] >= n_sel[:, None]  # [steps, k]
+        pages[np.broadcast_to(cut[:, None, None, :], pages.shape)] = -1
+        pages = np.where(pages < 0, np.iinfo(np.int64).max, pages)
+        pages = np.sort(pages, axis=-1)
+        pages = np.where(pages == np.iinfo(np.int64).max, -1, pages)
+        source = {**self.source, "derived": f"score-rank prefix of the budget-{self.budget} trace (queries of that run)"}
+        return dataclasses.replace(self, budget=int(budget), pages=pages, source=source, page_order="sorted")
+
     # -- files --
     def save(self, path: str | os.PathLike) -> Path:
         """Write the trace atomically as a compressed ``.npz``."""
@@ -118,6 +164,7 @@ class PageTrace:
             "gqa": self.gqa,
             "group_size": self.group_size,
             "source": self.source,
+            "page_order": self.page_order,
         }
         dtype = np.int16 if self.pages.size == 0 or int(self.pages.max()) < np.iinfo(np.int16).max else np.int32
         with atomic_path(path) as tmp:
@@ -129,6 +176,9 @@ class PageTrace:
                     retrieval_mask=self.retrieval_mask.astype(bool),
                     meta=np.array(json.dumps(meta, sort_keys=True)),
                 )
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # a normal file mode (the temporary file is private)
         return path
 
 
@@ -146,6 +196,10 @@ def validate_trace(trace: PageTrace) -> None:
             _fail(field, value, "a positive integer")
     if trace.gqa not in GQA_MODES:
         _fail("gqa", trace.gqa, "one of " + ", ".join(repr(m) for m in GQA_MODES))
+    if trace.page_order not in PAGE_ORDERS:
+        _fail("page_order", trace.page_order, "one of " + ", ".join(repr(m) for m in PAGE_ORDERS))
+    if not isinstance(trace.source, dict):
+        _fail("source", type(trace.source).__name__, "a dict (JSON-serialisable provenance)")
     mask = np.asarray(trace.retrieval_mask)
     if mask.ndim != 2 or mask.dtype != bool:
         _fail("retrieval_mask", f"{mask.dtype} array of shape {mask.shape}", "a bool array [n_layers, n_kv_heads]")
@@ -163,6 +217,13 @@ def validate_trace(trace: PageTrace) -> None:
         if bad.any():
             step = int(np.nonzero(bad)[0][0])
             _fail("pages", int(pages[bad][0]), f"-1 (padding) or a non-current page index in [0, {int(limit[step, 0, 0, 0]) - 1}] at step {step}")
+        if trace.page_order == "score_rank":
+            valid = pages >= 0
+            if (valid[..., 1:] & ~valid[..., :-1]).any():
+                _fail("pages", "a -1 before a selected page", "score-rank rows with -1 padding only at the end")
+            ordered = np.sort(np.where(valid, pages, -1 - np.arange(pages.shape[-1])), axis=-1)
+            if (ordered[..., 1:] == ordered[..., :-1]).any():
+                _fail("pages", "a page repeated in a row", "distinct pages in every score-rank row")
 
 
 def load_trace(path: str | os.PathLike) -> PageTrace:
@@ -191,4 +252,5 @@ def load_trace(path: str | os.PathLike) -> PageTrace:
         context_lens=arrays["context_lens"].astype(np.int64),
         pages=arrays["pages"].astype(np.int64),
         source=meta.get("source", {}),
+        page_order=meta.get("page_order", "sorted"),
     )
