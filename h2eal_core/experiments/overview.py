@@ -93,10 +93,18 @@ def head_read_table(model: str, context_len: int, sparsity: SparseAttentionConfi
 
 
 def utilisation_table(model: str, context_len: int, hardware: str = "h2eal_hb", sparsity: SparseAttentionConfig | None = None, gates_dir=None) -> pd.DataFrame:
-    """Bank utilisation and attention latency of every design (same constants for all)."""
+    """Bank utilisation and attention latency of every design (same constants for all).
+
+    Retrieval heads: the gates in ``gates_dir`` when given, else
+    :func:`h2eal_core.hardware.head_patterns.retrieval_mask_for` (column ``head_pattern``)."""
     sparsity = sparsity or SparseAttentionConfig()
     shape = load_model_shape(model)
-    mask, _, _ = _retrieval_mask(shape, sparsity, gates_dir)
+    if gates_dir:
+        mask, _, label = _retrieval_mask(shape, sparsity, gates_dir)
+    else:  # identified gates where committed, else SmolLM2's resampled per-layer profile (labelled)
+        from ..hardware.head_patterns import retrieval_mask_for
+
+        mask, label = retrieval_mask_for(shape, sparsity)
     rows = []
     for design in DESIGN_NAMES:
         r = simulate_decode(shape, hardware, context_len, design, sparsity, retrieval_mask=mask)
@@ -107,6 +115,8 @@ def utilisation_table(model: str, context_len: int, hardware: str = "h2eal_hb", 
                 "attention_latency_ms": r.attention_latency_s * 1e3,
                 "latency_ms": r.latency_s * 1e3,
                 "attention_energy_mj": r.attention_energy_j * 1e3,
+                "head_pattern": label,
+                "baseline_reading": r.extras["baseline_reading"],
             }
         )
     table = pd.DataFrame(rows)

@@ -52,6 +52,13 @@ QUANTITY_FIELDS: dict[str, tuple[str, str, bool]] = {
     "topk_energy": ("controller", "J/op", False),
     "merge_ops_per_element": ("controller", "op/element", False),
     "static_power": ("static", "W", False),
+    "row_size": ("dram_row", "bytes", False),
+    "row_activate_delay": ("dram_row", "s", False),
+    "row_precharge_time": ("dram_row", "s", False),
+    "row_cycle_time": ("dram_row", "s", False),
+    "four_activation_window": ("dram_row", "s", False),
+    "activation_window_banks": ("dram_row", "count", True),
+    "activation_energy": ("dram_row", "J", False),
     "weight_bytes": ("precision", "bytes/element", False),
     "kv_bytes": ("precision", "bytes/element", False),
     "partial_bytes": ("precision", "bytes/element", False),
@@ -60,9 +67,47 @@ QUANTITY_FIELDS: dict[str, tuple[str, str, bool]] = {
 
 SECTIONS = tuple(dict.fromkeys(section for section, _, _ in QUANTITY_FIELDS.values()))
 METADATA_KEYS = ("name", "display_name", "description")
-POLICY_KEYS = ("baseline_group_banks", "tile_size", "tiles_per_pe")
+POLICY_KEYS = (
+    "baseline",
+    "gqa_kv_sharing",
+    "kv_interleave_width",
+    "merge",
+    "topk",
+    "baseline_group_banks",
+    "tile_size",
+    "tiles_per_pe",
+)
 GROUP_POLICIES = ("per_kv_head",)
 TILE_POLICIES = ("auto",)
+
+#: Readings of the paper's "basic HB implementation with head parallelism" (Fig. 3a); see
+#: :data:`BASELINE_READINGS_DOC` and :mod:`h2eal_core.hardware.layout`.
+BASELINE_READINGS = ("head_parallel", "head_parallel_kv", "split_kv_groups")
+
+BASELINE_READINGS_DOC = {
+    "head_parallel": (
+        "Fig. 3a 'basic LLM implementation on HB with head parallelism': one PE per query head, no "
+        "intra-head tiling and no log-sum-exp merge (SPEC 1.4/2.3: both are H2EAL's contributions). A KV "
+        "head's cache is written into the home bank of its first query head and spills into the following "
+        "(neighbouring) banks when it outgrows it, then to the external tier; data in a bank other than the "
+        "reading PE's crosses the mesh (XY routing, hop count, link contention). With GQA/MQA the query "
+        "heads of a group share the KV through the NoC (Fig. 3c) or, with gqa_kv_sharing: replicate, each "
+        "keeps its own copy."
+    ),
+    "head_parallel_kv": (
+        "Fig. 3c reading for GQA/MQA: one PE per KV head computes all query heads of its group (no KV "
+        "sharing traffic), still with no intra-head tiling and no merge; the same home-bank layout."
+    ),
+    "split_kv_groups": (
+        "The generous reading (the first-generation model): the banks are split into one group per KV head, "
+        "a head's pages round-robin over its group and its partials merged by log-sum-exp. It already "
+        "contains H2EAL's parallel tiled attention, so it bounds the speedup from below."
+    ),
+}
+GQA_SHARING = ("noc", "replicate")
+MERGE_OPTIONS = ("tree", "pipelined")
+TOPK_OPTIONS = ("central", "distributed")
+INTERLEAVE_POLICIES = ("page",)
 
 
 def hardware_dir() -> Path:
@@ -80,6 +125,20 @@ def _check_group_banks(value: Any, where: str) -> str | int:
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ParameterError(where, value, "'per_kv_head' or a positive integer number of banks per head group")
+    return value
+
+
+def _check_interleave(value: Any, where: str) -> str | int:
+    if value in INTERLEAVE_POLICIES:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ParameterError(where, value, "'page' or a positive integer number of tokens per bank chunk")
+    return value
+
+
+def _check_option(value: Any, where: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ParameterError(where, value, "one of " + ", ".join(allowed))
     return value
 
 
@@ -101,6 +160,11 @@ class HBConfig:
 
     name: str
     quantities: Mapping[str, Quantity]
+    baseline: str = "head_parallel"
+    gqa_kv_sharing: str = "noc"
+    kv_interleave_width: str | int = 1
+    merge: str = "tree"
+    topk: str = "central"
     baseline_group_banks: str | int = "per_kv_head"
     tile_size: str | int = "auto"
     tiles_per_pe: int = 1
@@ -135,6 +199,20 @@ class HBConfig:
         if isinstance(group, int) and group > self.n_banks:
             raise ParameterError(f"{where}:mapping.baseline_group_banks", group, f"at most n_banks = {self.n_banks}")
         _check_tile_size(self.tile_size, f"{where}:mapping.tile_size")
+        _check_option(self.baseline, f"{where}:mapping.baseline", BASELINE_READINGS)
+        _check_option(self.gqa_kv_sharing, f"{where}:mapping.gqa_kv_sharing", GQA_SHARING)
+        _check_option(self.merge, f"{where}:mapping.merge", MERGE_OPTIONS)
+        _check_option(self.topk, f"{where}:mapping.topk", TOPK_OPTIONS)
+        _check_interleave(self.kv_interleave_width, f"{where}:mapping.kv_interleave_width")
+        trcd, trp, trc = self.row_activate_delay, self.row_precharge_time, self.row_cycle_time
+        if trc < trcd + trp - 1e-15:
+            raise ParameterError(
+                f"{where}:dram_row.row_cycle_time",
+                f"{trc * 1e9:g} ns",
+                f"at least row_activate_delay + row_precharge_time = {(trcd + trp) * 1e9:g} ns (tRC = tRAS + tRP, tRAS >= tRCD)",
+            )
+        if self.activation_window_banks > self.n_banks:
+            raise ParameterError(f"{where}:dram_row.activation_window_banks", self.activation_window_banks, f"at most n_banks = {self.n_banks}")
         check_positive_int(f"{where}:mapping.tiles_per_pe", self.tiles_per_pe)
 
     # ---- access ---------------------------------------------------------------------------------
@@ -156,7 +234,7 @@ class HBConfig:
         return dataclasses.replace(self, quantities=quantities)
 
     def with_policies(self, **policies: Any) -> HBConfig:
-        """A validated copy with mapping policies changed (baseline_group_banks, tile_size, tiles_per_pe)."""
+        """A validated copy with mapping policies changed (any of :data:`POLICY_KEYS`, e.g. ``baseline``)."""
         for key in policies:
             if key not in POLICY_KEYS:
                 raise ParameterError("policy", key, "one of " + ", ".join(POLICY_KEYS))
@@ -187,6 +265,13 @@ class HBConfig:
     topk_energy = property(lambda self: self.si("topk_energy"))  # J/op
     merge_ops_per_element = property(lambda self: self.si("merge_ops_per_element"))
     static_power = property(lambda self: self.si("static_power"))  # W
+    row_size = property(lambda self: self.si("row_size"))  # bytes per DRAM row (page)
+    row_activate_delay = property(lambda self: self.si("row_activate_delay"))  # tRCD, s
+    row_precharge_time = property(lambda self: self.si("row_precharge_time"))  # tRP, s
+    row_cycle_time = property(lambda self: self.si("row_cycle_time"))  # tRC, s
+    four_activation_window = property(lambda self: self.si("four_activation_window"))  # tFAW, s
+    activation_window_banks = property(lambda self: int(self.si("activation_window_banks")))
+    activation_energy = property(lambda self: self.si("activation_energy"))  # J per row activation
     weight_bytes = property(lambda self: self.si("weight_bytes"))  # B/element
     kv_bytes = property(lambda self: self.si("kv_bytes"))
     partial_bytes = property(lambda self: self.si("partial_bytes"))
@@ -262,6 +347,11 @@ class HBConfig:
             return max(1, self.n_banks // n_kv_heads)
         return int(self.baseline_group_banks)
 
+    def interleave_tokens(self, page_size: int) -> int:
+        """Tokens per bank chunk of the interleaved layouts (``'page'`` = the page size)."""
+        w = self.kv_interleave_width
+        return int(page_size) if w == "page" else int(w)
+
     def derived(self) -> dict[str, float]:
         """Every derived quantity, for tables."""
         return {
@@ -275,6 +365,7 @@ class HBConfig:
             "noc_hop_latency_ns": self.noc_hop_latency * 1e9,
             "mesh_mean_hops": self.mean_hops,
             "topk_rate_G_per_s": self.topk_rate / 1e9,
+            "row_streaming_bandwidth_GB_s": self.row_size / self.row_cycle_time / 1e9,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,14 +1,15 @@
-"""The four designs of SPEC 2.3 as switches of one code path.
+"""The four designs of SPEC 2.3 as switches of one code path; each stage adds one contribution.
 
-| design    | attention     | KV layout in a head's bank group      | page metadata                 | scheduling          |
-|-----------|---------------|---------------------------------------|-------------------------------|---------------------|
-| baseline  | dense         | page-granular round-robin (head-par.) | (none)                        | per head group      |
-| sparse    | hybrid sparse | page-granular round-robin (head-par.) | a tensor, page-sized chunks   | per head group      |
-| coplace   | hybrid sparse | token-interleaved (co-placed)         | each page's beside its scorer | per head group      |
-| h2eal     | hybrid sparse | token-interleaved, placed by schedule | each page's beside its scorer | global LPT of tiles |
+| design    | attention     | KV layout (fixed when written, :mod:`.layout`)                         | compute / scheduling                    |
+|-----------|---------------|------------------------------------------------------------------------|-----------------------------------------|
+| baseline  | dense         | by the baseline reading: ``home`` bank + neighbours (head-parallel)     | one PE per query head (or KV head); no  |
+|           |               | or page round-robin over a KV-head group (``split_kv_groups``)         | tiling, no merge (split reading: merge) |
+| sparse    | hybrid sparse | as the baseline; selected pages read where they lie                     | as the baseline                         |
+| coplace   | hybrid sparse | tokens of every page interleaved over the head's bank group            | each bank's PE on its own tokens, merge |
+| h2eal     | hybrid sparse | every head interleaved over all banks, evenly spaced start banks       | parallel tiled attention over all PEs   |
 
 All four use the same constants, the same weights mapping and the same FC cost; only these
-switches differ (:class:`Design`).
+switches (and the hardware description's ``mapping`` policies) differ (:class:`Design`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ class Design:
     Attributes:
         name: design name.
         sparse: hybrid sparse attention (streaming + retrieval heads) instead of dense attention.
-        kv_layout: ``page``: each page (``page_size`` tokens) of a head lies whole in one bank of the
-            head's group, pages round-robin over the group's banks, so a selected page is read by
-            one bank ("read where it lies"); ``token``: the tokens of every page are interleaved
-            over the banks, so every selected page is read by all banks in parallel.
+        kv_layout: ``page``: the baseline reading's layout (home bank and neighbours under the
+            head-parallel readings; whole pages round-robin over a KV-head group under
+            ``split_kv_groups``), selected pages read where they lie; ``token``: the tokens of
+            every page interleaved over banks in chunks of ``mapping.kv_interleave_width`` tokens.
         meta_layout: where a retrieval head's page metadata (min/max keys) lies, and so which PEs
             score it: ``chunk``: one metadata tensor allocated like any other data, in page-sized
             chunks (the metadata of ``page_size`` pages per chunk) round-robin over the group, each
@@ -40,9 +41,9 @@ class Design:
             the PE that scores it (round-robin by page, or tiled by the scheduler); ``home``: the
             whole tensor in the head's home bank, scored by one PE (a what-if, not one of the
             four designs).
-        scope: ``group``: each head group's PEs compute only their own heads (SPEC 2.3 "per
-            group"); ``global``: the load-balancing scheduler cuts every head's work into tiles and
-            spreads them over all PEs (LPT), data placed where its tile is computed.
+        scope: ``group``: each head is computed by the PEs of its own banks (its home PE, or its
+            group's PEs); ``global``: every head is interleaved over all banks at write time and
+            its partials computed by every PE (parallel tiled attention), merged by log-sum-exp.
     """
 
     name: str

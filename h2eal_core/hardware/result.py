@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-#: Categories of the time and energy breakdowns (SPEC 2.3 / issue 4).
-BREAKDOWN_CATEGORIES = ("hb_dram", "external", "noc", "sram", "compute", "page_selection", "merge", "static")
+#: Categories of the time and energy breakdowns (SPEC 2.3 / issues 4, 9): ``dram_row`` is the time
+#: DRAM row activations add beyond the bank bandwidth (tRC, tFAW, tRCD) and the activation energy.
+BREAKDOWN_CATEGORIES = ("hb_dram", "dram_row", "external", "noc", "sram", "compute", "page_selection", "merge", "static")
 
 #: Byte classes reported per step.
 BYTE_CLASSES = ("weights", "kv_read", "kv_written", "metadata", "noc", "external")

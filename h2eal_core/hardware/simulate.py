@@ -12,6 +12,12 @@ import pandas as pd
 from ..attention.config import SparseAttentionConfig
 from ..models.shape import ModelShape, load_model_shape
 from ..validation import ParameterError, check_list, check_positive_int
+
+
+def check_nonnegative(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ParameterError(name, value, "an integer >= 0")
+    return int(value)
 from .config import HBConfig, load_hardware
 from .cost import evaluate
 from .designs import DESIGN_NAMES, get_design
@@ -41,6 +47,9 @@ def simulate_decode(
     *,
     retrieval_mask: np.ndarray | None = None,
     tile_size: int | str | None = None,
+    selection=None,
+    page_trace=None,
+    trace_step: int = 0,
 ) -> DecodeResult:
     """Latency and energy of one decode step.
 
@@ -56,6 +65,11 @@ def simulate_decode(
             identified gates; default: the deterministic spread mask at the ratio for the model's
             attention type (an assumption when no gates are given).
         tile_size: overrides the hardware's tile-size policy (``"auto"`` or tokens per tile).
+        selection: the retrieval heads' page selection: ``None``/``"uniform"`` (uniformly random
+            pages, seed 0), an integer seed, or a :class:`~h2eal_core.hardware.pages.PageSelection`.
+        page_trace: a :class:`~h2eal_core.traces.PageTrace` (recorded or synthetic): the pages of
+            its step ``trace_step`` are read, its retrieval mask is used, and ``context_len`` must
+            be that step's context (checked, with the model shape).
     """
     shape = load_model_shape(model) if not isinstance(model, ModelShape) else model
     config = load_hardware(hw)
@@ -63,10 +77,25 @@ def simulate_decode(
     check_positive_int("context_len", context_len)
     check_positive_int("batch", batch)
     tile_size = _check_tile_size(tile_size)
+    if page_trace is not None:
+        from .pages import trace_selection
+
+        page_trace.check_shape(shape.n_layers, shape.n_kv_heads, shape.group_size, name="page_trace")
+        check_nonnegative("trace_step", trace_step)
+        if not trace_step < page_trace.n_steps:
+            raise ParameterError("trace_step", trace_step, f"a step index below {page_trace.n_steps}")
+        recorded = int(page_trace.context_lens[trace_step])
+        if int(context_len) != recorded:
+            raise ParameterError("context_len", context_len, f"{recorded}, the context of page_trace step {trace_step}")
+        retrieval_mask = np.asarray(page_trace.retrieval_mask, dtype=bool)
+        if sparsity is None:
+            sparsity = SparseAttentionConfig(page_size=page_trace.page_size, budget=page_trace.budget, gqa=page_trace.gqa)
+        if d.sparse:
+            selection = trace_selection(page_trace, int(trace_step), shape.n_layers, shape.n_kv_heads, shape.group_size, int(batch), sparsity.page_size)
     workload = decode_workload(
         shape, int(context_len), sparse=d.sparse, sparsity=sparsity, retrieval_mask=retrieval_mask, batch=int(batch)
     )
-    placement = place(workload, config, d, tile_size=tile_size)
+    placement = place(workload, config, d, tile_size=tile_size, selection=selection)
     return evaluate(workload, placement, config)
 
 
@@ -80,10 +109,14 @@ def simulate_grid(
     *,
     tile_size: int | str | None = None,
     results: bool = False,
+    selection=None,
+    retrieval_masks: dict | None = None,
 ) -> pd.DataFrame | list[DecodeResult]:
     """Every (model, context, design) point: a DataFrame of :meth:`DecodeResult.to_dict` rows.
 
     With ``results=True`` the :class:`DecodeResult` objects are returned instead.
+    ``retrieval_masks`` maps a model name to its ``[layers, kv_heads]`` retrieval mask (models
+    not in it use the default spread mask).
     """
     shapes = [load_model_shape(m) if not isinstance(m, ModelShape) else m for m in models]
     if not shapes:
@@ -93,7 +126,8 @@ def simulate_grid(
     config = load_hardware(hw)
     out = []
     for shape, T, design in itertools.product(shapes, contexts, designs):
-        out.append(simulate_decode(shape, config, T, design, sparsity, batch, tile_size=tile_size))
+        mask = (retrieval_masks or {}).get(shape.name)
+        out.append(simulate_decode(shape, config, T, design, sparsity, batch, tile_size=tile_size, selection=selection, retrieval_mask=mask))
     if results:
         return out
     return pd.DataFrame([r.to_dict() for r in out])

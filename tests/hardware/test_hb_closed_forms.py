@@ -116,20 +116,13 @@ def test_streaming_heads_free_capacity_and_overflow_goes_external():
     assert base.extras["kv_stored_bytes"] == phi.kv_bytes(131072, HW.kv_bytes)
     assert h2.extras["kv_stored_bytes"] < 0.35 * base.extras["kv_stored_bytes"]  # 75% streaming heads
     free = HW.total_capacity - phi.n_parameters * HW.weight_bytes
-    assert base.extras["external_bytes_stored"] == pytest.approx(base.extras["kv_stored_bytes"] - free, rel=1e-9)
+    # the home layout stores whole token-equivalents per bank: at most one unit of capacity per bank is lost
+    slack = HW.n_banks * 2 * phi.head_dim * HW.kv_bytes
+    assert 0 <= base.extras["external_bytes_stored"] - (base.extras["kv_stored_bytes"] - free) <= slack
     assert base.bytes["external"] > 0 and h2.bytes["external"] == 0
     assert base.time_breakdown["external"] > 0.5 * base.latency_s
     short = simulate_decode(phi, HW, 4096, "baseline")
     assert short.bytes["external"] == 0 and short.extras["spilled_fraction"] == 0
-
-
-def test_remote_spill_before_external():
-    # fixed head groups of 16 banks, small banks: Qwen2.5-3B's two KV heads fill two groups, the rest is spare
-    hw = HW.with_values(bank_capacity=128).with_policies(baseline_group_banks=16)
-    r = simulate_decode("qwen2.5-3b", hw, 131072, "baseline")
-    assert r.extras["spilled_fraction"] > 0.3
-    assert r.phase_s["remote"] > 0 and r.bytes["external"] == 0
-    assert r.time_breakdown["noc"] > 0
 
 
 def test_batch_repeats_kv_but_reads_weights_once():
@@ -145,15 +138,6 @@ def test_mqa_has_one_group_so_coplacement_equals_h2eal_latency():
     a = simulate_decode("gemma-2b", HW, 32768, "coplace")
     b = simulate_decode("gemma-2b", HW, 32768, "h2eal")
     assert a.attention_latency_s == pytest.approx(b.attention_latency_s, rel=1e-6)
-
-
-def test_design_switches_are_one_code_path():
-    # a custom design built from the same switches runs through the same path
-    home = Design("sparse_home_meta", sparse=True, kv_layout="page", meta_layout="home", scope="group")
-    r = simulate_decode("llama-3.2-1b", HW, 65536, home)
-    s = simulate_decode("llama-3.2-1b", HW, 65536, "sparse")
-    assert r.bytes == s.bytes  # same work, only placement differs
-    assert r.phase_s["score"] > 4 * s.phase_s["score"]  # one PE scores a head's metadata
 
 
 def test_explicit_retrieval_mask():

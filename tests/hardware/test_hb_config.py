@@ -55,7 +55,11 @@ def test_every_constant_has_provenance_and_band_contains_value():
             assert q.band[0] <= q.value <= q.band[1]
     for name in ("bank_bandwidth", "hb_dram_energy", "external_energy", "noc_energy", "sram_energy", "mac_energy"):
         assert hw.q(name).band is not None, name
-    assert set(hw.policy_sources) == {"baseline_group_banks", "tile_size", "tiles_per_pe"}
+    from h2eal_core.hardware.config import POLICY_KEYS
+
+    assert set(hw.policy_sources) == set(POLICY_KEYS)
+    for name in ("row_size", "row_cycle_time", "four_activation_window", "activation_energy"):
+        assert hw.q(name).band is not None, name
 
 
 def test_mb_and_gb_units_convert(raw):

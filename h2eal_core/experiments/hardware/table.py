@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..hardware import QUANTITY_FIELDS, load_hardware
-from ..hardware.config import POLICY_KEYS
+from ...hardware import QUANTITY_FIELDS, load_hardware
+from ...hardware.config import POLICY_KEYS
 
 
 def hardware_table(hardware: str = "h2eal_hb", *, include_derived: bool = True) -> pd.DataFrame:
