@@ -24,7 +24,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.h2eal-installed
 NBVAL_DIR := build/nbval
 
-.PHONY: setup reproduce test test-unit test-notebooks benchmarks list report lab clean
+.PHONY: setup reproduce test test-unit test-notebooks test-reliability benchmarks list report lab clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,10 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+# bad inputs at every entry point, Ctrl-C/SIGTERM, byte-identical reruns, a fresh-clone reproduction
+test-reliability: setup
+	$(PY) -m pytest tests/reliability $(PYTEST_ARGS)
+
 test-notebooks: setup
 	rm -rf $(NBVAL_DIR)
 	$(PY) -m h2eal_core prepare --profile quick --dest $(NBVAL_DIR)
@@ -63,8 +67,12 @@ list: setup
 report: setup
 	$(PY) -m h2eal_core report --profile $(PROFILE)
 
+# JupyterLab refuses to start as root without --allow-root (containers, CI): add it only then.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
+LAB_OPTS ?=
+
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(LAB_ARGS) $(LAB_OPTS)
 
 clean:
 	rm -rf build

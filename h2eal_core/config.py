@@ -13,13 +13,22 @@ Every reconstructed number in this artifact is data, not a comment: a YAML entry
 
 becomes a :class:`Quantity`. Units are checked against the dimension the consumer expects and
 converted to SI base units, so a YAML author may write ``GB/s`` or ``MB/s``, ``pJ/bit`` or
-``fJ/bit``. Errors name the file and the field.
+``fJ/bit``. Errors name the file and the field. A value is checked in the order a reader would:
+a number, a known unit of the expected dimension, the sign the dimension allows (a bandwidth,
+a frequency or a size must be positive; an energy, a power, a count or a ratio must not be
+negative), then the sensitivity band.
+
+YAML is read with YAML 1.2 booleans: only ``true``/``false`` are booleans (``yes``, ``no``,
+``on``, ``off`` stay strings, so a notebook parameter given as ``yes`` is refused instead of
+silently taken as true). A syntax error names the file and the line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -81,6 +90,18 @@ UNITS: dict[str, tuple[str, float]] = {
 }
 
 CONFIDENCE_LEVELS = ("high", "medium", "low")
+
+#: Dimensions whose value may be zero (an ideal, free operation; nothing counted); every other
+#: dimension (sizes, bandwidths, frequencies, times, throughputs) must be strictly positive.
+#: No dimension here may be negative.
+NONNEGATIVE_DIMENSIONS = ("count", "ratio", "J", "J/bit", "J/bit/hop", "J/MAC", "J/op", "W", "op/element")
+
+
+def sign_rule(dimension: str) -> tuple[float, bool, str]:
+    """``(bound, inclusive, words)`` of the sign a value of ``dimension`` must have."""
+    if dimension in NONNEGATIVE_DIMENSIONS:
+        return 0.0, True, "must not be negative"
+    return 0.0, False, "must be positive"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +172,12 @@ def parse_quantity(name: str, entry: Any, *, expected_dimension: str | None = No
     if expected_dimension is not None and UNITS[unit][0] != expected_dimension:
         allowed = sorted(u for u, (dim, _) in UNITS.items() if dim == expected_dimension)
         raise ParameterError(f"{field}.unit", unit, f"a unit of {expected_dimension}: {', '.join(allowed)}")
+    dimension = UNITS[unit][0]
+    bound, inclusive, words = sign_rule(dimension)
+    if not math.isfinite(value) or (value < bound if inclusive else value <= bound):
+        raise ParameterError(
+            f"{field}.value", value, f"a finite number {'>=' if inclusive else '>'} 0 {unit}", f"{words}: a {dimension} quantity"
+        )
     source = entry["source"]
     if not isinstance(source, str) or not source.strip():
         raise ParameterError(f"{field}.source", source, "a non-empty citation string")
@@ -180,23 +207,63 @@ def parse_quantity(name: str, entry: Any, *, expected_dimension: str | None = No
     )
 
 
+class StrictBoolLoader(yaml.SafeLoader):
+    """:class:`yaml.SafeLoader` with YAML 1.2 booleans: only true/false (any case), not yes/no/on/off."""
+
+
+StrictBoolLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+StrictBoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the working directory or the repository when inside one of them."""
+    from .io import repo_root
+
+    resolved = path.resolve()
+    for base in (Path.cwd().resolve(), repo_root()):
+        try:
+            return str(resolved.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
+
+
+def parse_yaml_text(text: str, *, where: str = "<text>") -> Any:
+    """Parse YAML ``text`` (strict booleans); a syntax error names ``where`` and the line, in one line."""
+    try:
+        return yaml.load(text, Loader=StrictBoolLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        line = mark.line + 1 if mark is not None else None
+        lines = text.splitlines()
+        snippet = lines[line - 1].strip() if line and line <= len(lines) else "<unparsable>"
+        location = f"{where}:{line}" if line else where
+        col = f", column {mark.column + 1}" if mark is not None else ""
+        raise ParameterError(location, snippet, "valid YAML", f"line {line}{col}: {problem}") from None
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping, with a clear error when the file is missing or not a mapping."""
+    """Read a YAML mapping, with a clear error when the file is missing, unparsable or not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"YAML file not found: {path}")
-    with path.open(encoding="utf-8") as fh:
-        try:
-            data = yaml.safe_load(fh)
-        except yaml.YAMLError as exc:
-            raise ParameterError(str(path), "<unparsable>", "valid YAML", str(exc)) from exc
+    data = parse_yaml_text(path.read_text(encoding="utf-8"), where=_display_path(path))
     if not isinstance(data, dict):
-        raise ParameterError(str(path), type(data).__name__, "a YAML mapping at the top level")
+        raise ParameterError(_display_path(path), type(data).__name__, "a YAML mapping at the top level")
     return data
 
 
 def resolve_named_file(name_or_path: str | os.PathLike, folder: Path, what: str) -> Path:
     """Resolve ``name`` to ``folder/<name>.yaml`` or accept an existing path; list names if unknown."""
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ParameterError(what, name_or_path, "one of " + ", ".join(repr(k) for k in known) + " or a path to a .yaml file")
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
         return candidate
@@ -204,4 +271,8 @@ def resolve_named_file(name_or_path: str | os.PathLike, folder: Path, what: str)
     if path.is_file():
         return path
     known = sorted(p.stem for p in folder.glob("*.yaml"))
-    raise ParameterError(what, str(name_or_path), "one of " + ", ".join(repr(k) for k in known) + " or a path to a .yaml file")
+    from .validation import suggest
+
+    raise ParameterError(
+        what, str(name_or_path), "one of " + ", ".join(repr(k) for k in known) + " or a path to a .yaml file", suggest(str(name_or_path), known)
+    )

@@ -16,8 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .io import write_text_atomic
-from .reproduce import Registry, Runner, load_registry
+from .io import repo_root, write_text_atomic
+from .reproduce import Registry, Runner, load_registry, missing_optional_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,29 @@ code { font-size: 0.85em; } .missing { color: #a00; } .params { max-width: 320px
 def _parameters_text(params: dict) -> str:
     shown = {k: v for k, v in params.items() if k not in ("figures_dir", "results_dir")}
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(shown.items())) or "(defaults)"
+
+
+def _relative_value(value, root: str):
+    """A parameter value with this machine's repository path replaced by the notebooks' ``../``."""
+    if isinstance(value, str):
+        return value.replace(root + os.sep, ".." + os.sep).replace(root, "..")
+    if isinstance(value, list):
+        return [_relative_value(v, root) for v in value]
+    return value
+
+
+def relative_paths(nb, root: str | os.PathLike | None = None) -> None:
+    """Rewrite absolute paths under the repository in ``nb``'s injected cell and parameters."""
+    root = str(Path(root or repo_root()).resolve())
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = _relative_value(cell.source, root)
+    meta = nb.metadata.get("papermill", {})
+    if isinstance(meta.get("parameters"), dict):
+        meta["parameters"] = {k: _relative_value(v, root) for k, v in meta["parameters"].items()}
+    for key in ("input_path", "output_path", "cwd"):  # papermill's provenance
+        if isinstance(meta.get(key), str):
+            meta[key] = _relative_value(meta[key], root)
 
 
 def build_report(profile: str = "default", *, out_dir: str | os.PathLike | None = None, registry: Registry | None = None,
@@ -57,6 +80,8 @@ def build_report(profile: str = "default", *, out_dir: str | os.PathLike | None 
             )
             continue
         nb = nbformat.read(executed, as_version=4)
+        relative_paths(nb, registry.root)
+        missing = missing_optional_inputs(nb)
         body, _ = exporter.from_notebook_node(nb)
         write_text_atomic(out / f"{spec.name}.html", body)
         meta = nb.metadata.get("papermill", {})
@@ -70,7 +95,13 @@ def build_report(profile: str = "default", *, out_dir: str | os.PathLike | None 
             f"<tr><td>{html.escape(spec.paper_item)}</td><td>{html.escape(spec.title)}</td>"
             f"<td><a href='{spec.name}.html'><code>{spec.name}</code></a></td><td>{thumb}</td>"
             f"<td>{'' if seconds is None else f'{seconds:.1f} s'}</td>"
-            f"<td class='params'><code>{html.escape(_parameters_text(meta.get('parameters', {})))}</code></td></tr>"
+            f"<td class='params'><code>{html.escape(_parameters_text(meta.get('parameters', {})))}</code>"
+            + "".join(
+                f"<div class='missing'>optional input missing: {html.escape(str(m.get('what')))} "
+                f"(<code>{html.escape(str(m.get('path')))}</code>): {html.escape(str(m.get('consequence')))}</div>"
+                for m in missing
+            )
+            + "</td></tr>"
         )
     index = f"""<!doctype html><html><head><meta charset="utf-8"><title>H2EAL reproduction: {profile} profile</title>
 <style>{_STYLE}</style></head><body>

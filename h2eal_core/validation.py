@@ -24,6 +24,7 @@ class ParameterError(ValueError):
         self.name = name
         self.value = value
         self.allowed = allowed
+        self.hint = hint
         message = f"parameter '{name}' = {value!r} is invalid; allowed: {allowed}"
         if hint:
             message += f" ({hint})"
@@ -110,3 +111,76 @@ def check_list(name: str, value: Any, item_check, *, min_length: int = 1) -> lis
     if len(items) < min_length:
         raise ParameterError(name, value, f"a list with at least {min_length} item(s)")
     return [item_check(f"{name}[{i}]", item) for i, item in enumerate(items)]
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``True`` or ``False`` only: strings such as ``'yes'`` or ``'false'`` and the integers 0/1 are refused."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise ParameterError(name, value, "true or false (a boolean)")
+
+
+def suggest(value: Any, options: Iterable[Any]) -> str | None:
+    """A ``did you mean ...?`` hint for a misspelt name, or None."""
+    if not isinstance(value, str):
+        return None
+    close = difflib.get_close_matches(value, [str(o) for o in options], n=3, cutoff=0.6)
+    return ("did you mean " + " or ".join(repr(c) for c in close) + "?") if close else None
+
+
+def check_known_name(name: str, known: Iterable[str], *, what: str = "a parameter of this notebook", value: Any = None) -> str:
+    """Refuse a parameter ``name`` that is not one of ``known``, with a did-you-mean hint."""
+    options = list(known)
+    if name in options:
+        return name
+    raise ParameterError(name, value, f"{what}: " + ", ".join(options), suggest(name, options) or "unknown name")
+
+
+#: Python type names a notebook parameter may be declared with, and what each accepts.
+TYPE_DESCRIPTIONS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "list": "a list",
+    "dict": "a mapping",
+}
+
+
+def check_declared_type(name: str, value: Any, type_name: str) -> Any:
+    """Check ``value`` against a parameter declared as ``type_name`` (``int``, ``float``, ``str``,
+    ``bool``, ``list``, ``dict``, or a subscripted form such as ``list[int]``).
+
+    Booleans are not integers here, an ``int`` is accepted (and returned as a float) for a
+    ``float`` parameter, and a tuple for a ``list`` one.
+    """
+    base = type_name.split("[", 1)[0].strip()
+    allowed = TYPE_DESCRIPTIONS.get(base)
+    if allowed is None:
+        return value
+    allowed = f"{allowed} ({type_name})"
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ParameterError(name, value, allowed)
+    if base == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ParameterError(name, value, allowed)
+    if base == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ParameterError(name, value, allowed)
+    if base == "str":
+        if isinstance(value, str):
+            return value
+        raise ParameterError(name, value, allowed)
+    if base == "list":
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise ParameterError(name, value, allowed)
+    if base == "dict":
+        if isinstance(value, dict):
+            return value
+        raise ParameterError(name, value, allowed)
+    return value

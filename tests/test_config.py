@@ -56,3 +56,36 @@ def test_resolve_named_file_lists_known(tmp_path):
     assert resolve_named_file("a", tmp_path, "thing") == tmp_path / "a.yaml"
     with pytest.raises(ParameterError, match="'a'"):
         resolve_named_file("b", tmp_path, "thing")
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "hw.yaml"
+    path.write_text("memory:\n  bank_bandwidth:\n    value: [25.6\n    unit: GB/s\n")
+    with pytest.raises(ParameterError) as err:
+        load_yaml(path)
+    assert err.value.name.endswith("hw.yaml:4") and "valid YAML" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_yaml_booleans_are_only_true_and_false():
+    from h2eal_core.config import parse_yaml_text
+
+    assert parse_yaml_text("a: yes\nb: true\nc: [no, False, on]\nd: 1") == {"a": "yes", "b": True, "c": ["no", False, "on"], "d": 1}
+
+
+@pytest.mark.parametrize(
+    "unit, value, words",
+    [("GB/s", -25.6, "must be positive"), ("GB/s", 0, "must be positive"), ("MHz", -1, "must be positive"),
+     ("MB", 0.0, "must be positive"), ("pJ/bit", -0.1, "must not be negative"), ("count", -1, "must not be negative")],
+)
+def test_sign_is_checked_before_the_band(unit, value, words):
+    entry = {"value": value, "unit": unit, "source": "s", "band": [1, 2]}
+    with pytest.raises(ParameterError) as err:
+        parse_quantity("q", entry)
+    assert err.value.name == "q.value" and words in str(err.value)
+
+
+def test_zero_energy_is_allowed_and_wrong_unit_comes_first():
+    assert parse_quantity("e", {"value": 0, "unit": "pJ/bit", "source": "ideal"}).si == 0
+    with pytest.raises(ParameterError) as err:  # a negative value in the wrong unit: the unit is named first
+        parse_quantity("bw", {"value": -1, "unit": "pJ/bit", "source": "s"}, expected_dimension="bytes/s")
+    assert err.value.name == "bw.unit"

@@ -21,7 +21,7 @@ def test_save_table_is_deterministic(tmp_path):
     p1 = save_table(df, "t", tmp_path / "one")
     p2 = save_table(df, "t", tmp_path / "two")
     assert p1.read_bytes() == p2.read_bytes()
-    assert "0.333333" in p1.read_text()
+    assert "0.3333," in p1.read_text()  # CSV_SIGNIFICANT_DIGITS = 4
 
 
 def test_save_figure_is_byte_identical(tmp_path):
@@ -48,3 +48,31 @@ def test_paths_resolve_from_any_working_directory(tmp_path, monkeypatch):
     (tmp_path / "local").mkdir()
     assert resolve_repo_path("local").resolve() == tmp_path / "local"
     assert resolve_repo_path(str(tmp_path)) == tmp_path
+
+
+def test_remove_stale_temporaries_keeps_live_ones_and_other_files(tmp_path):
+    import os
+
+    from h2eal_core.io import remove_stale_temporaries, temporary_path_for
+
+    dead = 4_000_000
+    stale = tmp_path / f".t.csv.{dead}-00aa11bb.tmp.csv"
+    live = temporary_path_for(tmp_path / "u.csv")
+    other = [tmp_path / ".hidden", tmp_path / "t.csv", tmp_path / f".x.{dead}.tmpl"]
+    for p in [stale, live, *other]:
+        p.write_text("x")
+    assert str(os.getpid()) in live.name
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert live.exists() and all(p.exists() for p in other)
+
+
+def test_atomic_path_gives_the_umask_mode(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644

@@ -48,3 +48,43 @@ def test_profile_parameters_exist_in_notebook(spec):
     for profile, params in spec.parameters.items():
         unknown = set(params) - declared
         assert not unknown, f"profiles.yaml {spec.name}.{profile} sets unknown parameters {unknown}"
+
+
+#: Notebooks whose "Run:" line still lacks ``--cwd notebooks``: they belong to other work in
+#: progress (hardware notebooks); strict, so the entry must go once the line is fixed.
+RUN_LINE_PENDING = {"00_claims", "fig08_scheduler"}
+
+
+def _run_commands(spec):
+    nb = nbformat.read(spec.path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    return re.findall(r"`((?:papermill|python -m h2eal_core run) [^`]+)`", text)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="Run: line without --cwd notebooks (not this task's file)"))
+     if s.name in RUN_LINE_PENDING else s for s in BUILT],
+    ids=lambda s: s.name,
+)
+def test_run_lines_can_be_pasted(spec):
+    """Defect 4: run as written from the repository root, papermill without ``--cwd notebooks`` wrote
+    the outputs outside the repository (the notebooks' paths are relative to notebooks/)."""
+    import shlex
+
+    commands = _run_commands(spec)
+    for command in commands:
+        args = shlex.split(command)
+        if args[0] == "papermill":
+            assert args[1] == f"notebooks/{spec.path.name}" and "--cwd" in args, command
+            assert args[args.index("--cwd") + 1] == "notebooks", command
+            assert args[args.index("-k") + 1] == "python3", command
+            pairs = [(args[i + 1], args[i + 2]) for i, a in enumerate(args) if a == "-p"]
+            yamls = [args[i + 1] for i, a in enumerate(args) if a == "-y"]
+        else:
+            assert args[4] == spec.name, command
+            pairs = [(args[i + 1], args[i + 2]) for i, a in enumerate(args) if a == "-p"]
+            yamls = [args[i + 1] for i, a in enumerate(args) if a == "-y"]
+        rp.cli_parameters(spec, pairs, yamls)  # the example's parameters are valid
+    if spec.name not in RUN_LINE_PENDING:
+        assert commands, "no Run: command"

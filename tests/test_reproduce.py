@@ -115,3 +115,56 @@ def test_parallel_kernels_share_the_cores():
     assert rp.kernel_thread_env(4, cpus=2, environ={})["OMP_NUM_THREADS"] == "1"
     assert "OMP_NUM_THREADS" not in rp.kernel_thread_env(2, cpus=2, environ={"OMP_NUM_THREADS": "3"})
 
+
+
+def test_optional_input_missing_keeps_its_outputs_and_is_reported(tmp_path):
+    """Defect 2: an absent optional input was only a warning inside the notebook. Now it is said in the
+    visible output, recorded, shown in the report, and the outputs it would have made are kept."""
+    from h2eal_core.report import build_report
+
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    params = nbformat.v4.new_code_cell('figures_dir: str = "."  # figures\nresults_dir: str = "."  # results\nseed: int = 0  # seed')
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "import pandas as pd\nfrom h2eal_core import notebook\nfrom h2eal_core.io import save_table\nnotebook.setup(seed)\n"
+        "save_table(pd.DataFrame({'a': [1]}), 'opt', results_dir)\n"
+        "notebook.optional_input_missing('published gates', '../shared/x', 'their panel is not drawn', outputs=['opt_extra'])"
+    )
+    _write_notebook(nbdir / "opt.ipynb", [params, body])
+    (nbdir / "profiles.yaml").write_text("profiles:\n  quick: {description: t, output_root: out}\nnotebooks:\n  opt:\n    paper_item: X\n")
+    results_dir = tmp_path / "out" / "data" / "results"
+    results_dir.mkdir(parents=True)
+    (results_dir / "opt_extra.csv").write_text("committed,by,a,machine,with,the,input\n")
+    (results_dir / "opt_old.csv").write_text("no longer an output\n")
+    registry = rp.load_registry(nbdir / "profiles.yaml")
+    result = rp.reproduce("quick", registry=registry, progress=False)[0]
+    assert result.status == "ran", result.error
+    assert result.missing_inputs and result.missing_inputs[0]["what"] == "published gates"
+    assert (results_dir / "opt_extra.csv").is_file(), "an output of the missing optional input must be kept"
+    assert not (results_dir / "opt_old.csv").exists(), "a stale output is still removed"
+    assert sorted(result.outputs) == ["data/results/opt.csv", "data/results/opt_extra.csv"]
+    executed = nbformat.read(tmp_path / "build" / "quick" / "notebooks" / "opt.ipynb", as_version=4)
+    assert any("Optional input missing: published gates" in str(o.get("data", {})) for o in executed.cells[-1].outputs)
+    page = build_report("quick", registry=registry).read_text()
+    assert "optional input missing: published gates" in page
+
+
+def test_a_failed_notebook_changes_none_of_its_outputs(tmp_path):
+    """Outputs are staged and moved into place only when the notebook finished."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    params = nbformat.v4.new_code_cell('figures_dir: str = "."  # figures\nresults_dir: str = "."  # results\nseed: int = 0  # seed')
+    params.metadata["tags"] = ["parameters"]
+    cells = [params, nbformat.v4.new_code_cell(
+        "import pandas as pd\nfrom h2eal_core.io import save_table\nsave_table(pd.DataFrame({'a': [2]}), 'half', results_dir)"),
+        nbformat.v4.new_code_cell("raise RuntimeError('second table failed')")]
+    _write_notebook(nbdir / "half.ipynb", cells)
+    (nbdir / "profiles.yaml").write_text("profiles:\n  quick: {description: t, output_root: out}\nnotebooks:\n  half:\n    paper_item: X\n")
+    results_dir = tmp_path / "out" / "data" / "results"
+    results_dir.mkdir(parents=True)
+    (results_dir / "half.csv").write_text("a\n1\n")
+    result = rp.reproduce("quick", registry=rp.load_registry(nbdir / "profiles.yaml"), progress=False)[0]
+    assert result.status == "failed" and "second table failed" in result.error
+    assert (results_dir / "half.csv").read_text() == "a\n1\n"
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]

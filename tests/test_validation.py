@@ -56,3 +56,37 @@ def test_list_checks_items_with_indexed_names():
         check_list("xs", "abc", check_positive_int)
     with pytest.raises(ParameterError):
         check_list("xs", [], check_positive_int)
+
+
+def test_booleans_are_only_true_or_false():
+    from h2eal_core.validation import check_bool
+
+    assert check_bool("flag", True) is True and check_bool("flag", False) is False
+    for bad in ("yes", "true", 1, 0, None):
+        with pytest.raises(ParameterError, match="'flag'"):
+            check_bool("flag", bad)
+
+
+@pytest.mark.parametrize(
+    "type_name, good, bad",
+    [("int", 3, [3.0, True, "3"]), ("float", 2.5, ["2.5", False, None]), ("str", "x", [3, None]),
+     ("bool", True, ["yes", 1]), ("list", [1], [5, "a,b", None]), ("list[int]", [1], [5])],
+)
+def test_declared_types(type_name, good, bad):
+    from h2eal_core.validation import check_declared_type
+
+    assert check_declared_type("p", good, type_name) == good
+    for value in bad:
+        with pytest.raises(ParameterError) as err:
+            check_declared_type("p", value, type_name)
+        assert err.value.name == "p" and type_name in str(err.value)
+    assert check_declared_type("p", 2, "float") == 2.0 and isinstance(check_declared_type("p", 2, "float"), float)
+
+
+def test_unknown_names_get_a_suggestion():
+    from h2eal_core.validation import check_known_name
+
+    with pytest.raises(ParameterError, match="did you mean 'context_len'"):
+        check_known_name("contxt_len", ["context_len", "models"])
+    with pytest.raises(ParameterError, match="unknown name"):
+        check_known_name("zzz", ["context_len", "models"])

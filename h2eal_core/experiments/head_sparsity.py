@@ -13,6 +13,12 @@ Three per-(layer, KV head) maps:
 * **DuoAttention's published gates** for six 7-8B models, read from a folder the user names (MIT,
   MIT HAN Lab; never copied into this repository), when present.
 
+The first two come only from what a clone of this repository has (the committed gates, the model
+from PyPI); they make the notebook's default outputs. The published gates are an optional input:
+the notebook draws them into separately named outputs (``fig04_head_sparsity_duo_attention.*``)
+and says so in its visible output when the folder is absent, so the default outputs are the same
+with or without it.
+
 The paper's Fig. 4 is a heatmap of "attention sparsity across heads of multiple LLMs"; its models
 and metric are not published, so these maps are reconstructions with the metrics named above.
 """
@@ -30,7 +36,7 @@ from ..io import resolve_repo_path
 from ..models.shape import attention_type_for
 from ..identify.gates import GATES_FILE, binarize, pattern_summary, read_gate_config, read_gates
 from ..tasks import TASKS, generate_sample
-from ..validation import check_choice, check_list, check_positive_int
+from ..validation import ParameterError, check_choice, check_list, check_nonnegative_int, check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +50,16 @@ PUBLISHED_SOURCE = "DuoAttention (published)"
 def own_head_rows(heads: pd.DataFrame) -> pd.DataFrame:
     """The rows of the long ``heads`` table that this artifact produced (not the published gates)."""
     return heads[heads["source"] != PUBLISHED_SOURCE].reset_index(drop=True)
+
+
+def own_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a ``heads`` or ``summary`` table made here from what a clone has (no published gates)."""
+    return table[table["source"] != PUBLISHED_SOURCE].reset_index(drop=True)
+
+
+def published_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a ``heads`` or ``summary`` table that come from DuoAttention's published gates."""
+    return table[table["source"] == PUBLISHED_SOURCE].reset_index(drop=True)
 
 #: DuoAttention's published pattern folders: (layers, KV heads, query heads) of each model
 #: (public config.json values).
@@ -144,11 +160,22 @@ def head_sparsity(
     ratio and effective KV read/stored fractions of the binarised gates at ``pattern_contexts``
     (closed form, :func:`h2eal_core.identify.gates.pattern_summary`; streaming heads sink + local,
     retrieval heads Quest with ``budget`` for H2EAL, dense for DuoAttention)}``.
-    ``duo_patterns_dir``: folder of DuoAttention's ``attn_patterns`` (skipped with a log message
-    when absent).
+    ``duo_patterns_dir``: folder of DuoAttention's ``attn_patterns`` (optional: its rows are
+    added to ``heads`` and ``summary`` with source :data:`PUBLISHED_SOURCE` when present;
+    ``"published"`` says what was found or why nothing was, see :func:`published_gates`).
     """
     from scipy.stats import spearmanr
 
+    # every knob is checked before the model is loaded
+    check_list("tasks", tasks, lambda n, v: check_choice(n, v, TASKS))
+    for name, value in (("length", length), ("n_samples", n_samples), ("n_queries", n_queries), ("budget", budget), ("local", local)):
+        check_positive_int(name, value)
+    check_nonnegative_int("sink", sink)
+    check_nonnegative_int("seed", seed)
+    check_list("pattern_contexts", pattern_contexts, check_positive_int)
+    SparseAttentionConfig(sink=sink, local=local, budget=budget)
+    if not resolve_repo_path(gates_dir).is_dir():
+        raise ParameterError("gates_dir", str(gates_dir), "an existing folder of identified gates (full_attention_heads.tsv)")
     if model_obj is None:
         from ..models.loading import load_model
 
@@ -188,21 +215,72 @@ def head_sparsity(
         for method, quest in (("h2eal", True), ("duo", False)):
             row = pattern_summary(retrieval, attn, int(T), head_dim, n_q // n_kv, quest_retrieval=quest)
             pattern.append({"model": name, "method": method, "budget": budget if quest else None, **row})
-    if duo_patterns_dir:
-        root = resolve_repo_path(duo_patterns_dir)
-        if not root.is_dir():
-            logger.warning("DuoAttention patterns folder %s not found: its maps are skipped", root)
-        for folder, (layers, kv_heads, q_heads) in DUO_MODELS.items():
-            path = root / folder
-            if not (path / GATES_FILE).is_file():
-                continue
-            alpha = read_gates(path, shape=(layers, kv_heads))
-            r = SparseAttentionConfig().retrieval_ratio_for(attention_type_for(q_heads, kv_heads))
-            heads.append(_long(alpha, PUBLISHED_SOURCE, folder, "gate"))
-            summary.append(_summary(alpha, PUBLISHED_SOURCE, folder, "gate", r))
+    published = published_gates(duo_patterns_dir)
+    heads += published["heads"]
+    summary += published["summary"]
     return {
         "heads": pd.concat(heads, ignore_index=True),
         "summary": pd.DataFrame(summary),
         "agreement": agreement,
         "pattern": pd.DataFrame(pattern),
+        "published": {k: v for k, v in published.items() if k not in ("heads", "summary")},
     }
+
+
+def published_gates(duo_patterns_dir: str | None) -> dict:
+    """DuoAttention's published gates under ``duo_patterns_dir`` (an optional input).
+
+    Returns ``{"heads": [long tables], "summary": [rows], "found": [model folders read],
+    "folder": the resolved folder or None, "missing": why nothing was read, or ""}``.
+    """
+    out: dict = {"heads": [], "summary": [], "found": [], "folder": None, "missing": ""}
+    if not duo_patterns_dir:
+        out["missing"] = "duo_patterns_dir is empty (skipped)"
+        return out
+    root = resolve_repo_path(duo_patterns_dir)
+    out["folder"] = str(root)
+    if not root.is_dir():
+        out["missing"] = f"folder {duo_patterns_dir} not found"
+        logger.info("DuoAttention patterns folder %s not found: its maps are skipped", root)
+        return out
+    for folder, (layers, kv_heads, q_heads) in DUO_MODELS.items():
+        path = root / folder
+        if not (path / GATES_FILE).is_file():
+            continue
+        alpha = read_gates(path, shape=(layers, kv_heads))
+        r = SparseAttentionConfig().retrieval_ratio_for(attention_type_for(q_heads, kv_heads))
+        out["heads"].append(_long(alpha, PUBLISHED_SOURCE, folder, "gate"))
+        out["summary"].append(_summary(alpha, PUBLISHED_SOURCE, folder, "gate", r))
+        out["found"].append(folder)
+    if not out["found"]:
+        out["missing"] = f"no model folder of {', '.join(DUO_MODELS)} with {GATES_FILE} under {duo_patterns_dir}"
+    return out
+
+
+#: Colour scale per metric of the heatmaps, and the panel titles.
+MAP_STYLE = {"gate": ("magma", "gate alpha (1 = retrieval)"), "window_share": ("viridis", "attention on sink + local")}
+
+
+def draw_maps(heads: pd.DataFrame, summary: pd.DataFrame, *, ncols: int = 4, titles: dict[str, str] | None = None):
+    """One heatmap (KV head x layer, values in [0, 1]) per row of ``summary``; returns the figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    maps = list(summary[["source", "model", "metric"]].itertuples(index=False, name=None))
+    ncols = max(1, min(ncols, len(maps)))
+    nrows = max(1, int(np.ceil(len(maps) / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.6 * nrows), squeeze=False)
+    for ax, (src, mdl, metric) in zip(axes.ravel(), maps):
+        d = heads[(heads.source == src) & (heads.model == mdl) & (heads.metric == metric)]
+        grid = d.pivot(index="kv_head", columns="layer", values="value")
+        cmap, title = MAP_STYLE[metric]
+        title = (titles or {}).get(metric, title)
+        sns.heatmap(grid, cmap=cmap, vmin=0, vmax=1, ax=ax, cbar=True,
+                    xticklabels=max(1, grid.shape[1] // 8), yticklabels=max(1, grid.shape[0] // 8))
+        ax.set_title(f"{mdl}\n{src}: {title}", fontsize=9)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("KV head")
+    for ax in axes.ravel()[len(maps):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -28,7 +28,7 @@ from ..models.shape import attention_type_for
 from ..identify.gates import binarize, read_gate_config, read_gates
 from ..identify.training import CURVE_FILE, HISTORY_FILE
 from ..tasks import TASKS, generate_sample
-from ..validation import ParameterError, check_choice, check_positive_int
+from ..validation import ParameterError, check_choice, check_nonnegative_int, check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,13 @@ def hybrid_example(
     "sample": the sample's facts}``.
     """
     check_choice("task", task, TASKS)
+    for name, value in (("length", length), ("n_queries", n_queries), ("page_size", page_size), ("budget", budget), ("local", local)):
+        check_positive_int(name, value)
+    for name, value in (("seed", seed), ("index", index), ("sink", sink)):
+        check_nonnegative_int(name, value)
+    SparseAttentionConfig(sink=sink, local=local, page_size=page_size, budget=budget, retrieval_ratio=retrieval_ratio)
+    if not resolve_repo_path(gates_dir).is_dir():  # before the model is loaded
+        raise ParameterError("gates_dir", str(gates_dir), "an existing folder of identified gates (full_attention_heads.tsv)")
     if model_obj is None:
         from ..models.loading import load_model
 

