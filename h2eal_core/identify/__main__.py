@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 
+from ..validation import ParameterError, check_positive_int
 from .training import PRESETS, GateTrainingConfig, preset, train_gates
 
 
@@ -46,13 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(_parse_override(s, fields) for s in args.set)
     if args.model:
         overrides["model"] = args.model
-    config = preset(args.preset, **overrides)
-    logging.getLogger(__name__).info("training config: %s", json.dumps(config.to_dict(), sort_keys=True))
-    extra = {"preset": args.preset, "overrides": overrides}
-    alpha, trainer = train_gates(
-        config, args.output, checkpoint_dir=args.checkpoint_dir, max_steps=args.max_steps, progress=not args.no_progress,
-        extra_config=extra,
-    )
+    try:
+        if args.max_steps is not None:  # checked before the model is loaded
+            check_positive_int("max_steps", args.max_steps)
+        config = preset(args.preset, **overrides)
+        logging.getLogger(__name__).info("training config: %s", json.dumps(config.to_dict(), sort_keys=True))
+        extra = {"preset": args.preset, "overrides": overrides}
+        alpha, trainer = train_gates(
+            config, args.output, checkpoint_dir=args.checkpoint_dir, max_steps=args.max_steps, progress=not args.no_progress,
+            extra_config=extra,
+        )
+    except ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     status = "finished" if trainer.finished else f"paused at step {trainer.step}/{config.num_steps}"
     print(f"{status}; mean alpha {alpha.mean():.4f}; outputs in {args.output if trainer.finished else args.checkpoint_dir}")
     return 0

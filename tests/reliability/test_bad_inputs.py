@@ -399,14 +399,10 @@ IDENTIFY_CASES = [
     pytest.param(["--preset", "nope"], "--preset", id="preset"),
     pytest.param(["--max-steps", "x"], "--max-steps", id="max-steps-not-int"),
     pytest.param(["--set", "nosuch=1"], "nosuch", id="unknown-training-argument"),
-    pytest.param(["--set", "num_steps=abc"], "num_steps", id="num_steps-not-int",
-                 marks=pytest.mark.xfail(strict=True, reason="identify/__main__.py prints a traceback for ParameterError (lead: catch it)")),
-    pytest.param(["--set", "lr=-1"], "lr", id="negative-lr",
-                 marks=pytest.mark.xfail(strict=True, reason="identify/__main__.py prints a traceback for ParameterError (lead: catch it)")),
-    pytest.param(["--max-steps", "-3"], "max_steps", id="negative-max-steps",
-                 marks=pytest.mark.xfail(strict=True, reason="identify/__main__.py prints a traceback for ParameterError (lead: catch it)")),
-    pytest.param(["--model", "llama-9b"], "model", id="unknown-model",
-                 marks=pytest.mark.xfail(strict=True, reason="identify/__main__.py prints a traceback for ParameterError (lead: catch it)")),
+    pytest.param(["--set", "num_steps=abc"], "num_steps", id="num_steps-not-int"),
+    pytest.param(["--set", "lr=-1"], "lr", id="negative-lr"),
+    pytest.param(["--max-steps", "-3"], "max_steps", id="negative-max-steps"),
+    pytest.param(["--model", "llama-9b"], "model", id="unknown-model"),
 ]
 
 
