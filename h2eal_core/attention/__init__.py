@@ -6,7 +6,7 @@ on first use so that importing the accounting for the hardware model does not im
 
 from .accounting import HeadAccess, ModelAccess, head_access, head_kinds, model_access, spread_retrieval_mask
 from .config import GQA_MODES, SparseAttentionConfig
-from .dense import dense_decode, masked_decode
+from .dense import DENSE_DECODE_KERNELS, dense_decode, masked_decode
 from .hybrid import hybrid_decode, hybrid_token_mask, layer_head_kinds
 from .masks import causal_mask, streaming_mask
 from .measure import DecodeAccess, access_from_masks, measure_hybrid_decode
@@ -19,8 +19,8 @@ from .quest import (
     quest_select,
     quest_select_pages,
 )
-from .retrieval import gather_pages, retrieval_decode
-from .streaming import streaming_decode, streaming_kv, streaming_token_mask
+from .retrieval import GatherWorkspace, gather_pages, retrieval_decode
+from .streaming import streaming_attend, streaming_decode, streaming_kv, streaming_token_mask
 from .tiled import AttentionPartials, attention_partials, merge_partials, tiled_decode
 
 _HF_NAMES = (
@@ -46,8 +46,10 @@ def __getattr__(name):
 
 __all__ = [
     "AttentionPartials",
+    "DENSE_DECODE_KERNELS",
     "DecodeAccess",
     "GQA_MODES",
+    "GatherWorkspace",
     "HeadAccess",
     "ModelAccess",
     "PageMetadata",
@@ -75,6 +77,7 @@ __all__ = [
     "quest_select_pages",
     "retrieval_decode",
     "spread_retrieval_mask",
+    "streaming_attend",
     "streaming_decode",
     "streaming_kv",
     "streaming_mask",

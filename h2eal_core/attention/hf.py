@@ -9,7 +9,15 @@ Mechanism (kvpress style: small objects, the attention interface, no forward mon
   ``layer_idx`` says which heads are streaming, retrieval or dense.
 * :class:`PolicyCache` (``handle.new_cache()``) is a ``transformers.Cache`` whose layers really
   store only sink + local tokens for streaming heads, the whole context for dense and retrieval
-  heads, and Quest page metadata (min/max key per page) for retrieval heads.
+  heads, and Quest page metadata (min/max key per page) for retrieval heads. Everything is
+  preallocated and written in place (no copy of the cache per token): growing full-context
+  buffers, the page metadata in the contiguous ``[pages, 2, D]`` layout, and a sink + window ring
+  for streaming heads, which a decode step reads as one contiguous view.
+* Decode kernels: dense heads run the fused dense kernel on views of the buffer; streaming heads
+  attend their store; retrieval heads score the metadata with one matmul, take the top pages and
+  gather only their rows (:func:`~h2eal_core.attention.retrieval.attend_selection`, reusing the
+  handle's :class:`~h2eal_core.attention.retrieval.GatherWorkspace`). All of it runs on any torch
+  device (CPU, CUDA).
 * Hand-off: a layer's ``update`` (called by the model right before attention) leaves a
   :class:`LayerStep` (the per-head parts: full-context K/V, the streaming heads' sink + window K/V
   with their token positions, the page metadata) in the handle under the layer index, and returns
@@ -28,6 +36,7 @@ unpadded batches (equal-length prompts); a padding mask is refused with a clear 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import logging
 import sys
@@ -41,14 +50,17 @@ from ._checks import describe
 from .accounting import head_kinds
 from .config import SparseAttentionConfig
 from .dense import attend
+from .hybrid import heads_index
 from .masks import causal_mask, streaming_mask
 from .prefill import sdpa, streaming_prefill
 from .quest import PageMetadata, n_pages, quest_page_metadata, select_pages
-from .retrieval import attend_selection
+from .retrieval import GatherWorkspace, attend_selection
 
 logger = logging.getLogger(__name__)
 
 POLICIES = ("full", "streaming_llm", "quest", "duo", "h2eal")
+#: What an all-dense decode step runs (see :func:`apply_policy`).
+DENSE_DECODE_KERNEL_CHOICES = ("model", "fused")
 #: Policies that need a ``retrieval_heads`` mask.
 POLICIES_WITH_HEADS = ("duo", "h2eal")
 #: Queries per chunk when streaming heads attend a multi-token input (bounds prefill memory).
@@ -137,12 +149,30 @@ class LayerPlan:
     kinds: tuple[str, ...]
 
     def heads(self, kind: str) -> list[int]:
-        return [h for h, k in enumerate(self.kinds) if k == kind]
+        return list(_plan_heads(self.kinds, kind))
 
     @property
     def full_heads(self) -> list[int]:
         """Heads that store the whole context (dense and retrieval)."""
         return [h for h, k in enumerate(self.kinds) if k != "streaming"]
+
+    def step_heads(self, decode_sparse: bool) -> tuple[list[int], list[int], list[int]]:
+        """(dense, streaming, retrieval) heads of one attention call; retrieval heads read densely
+        unless ``decode_sparse`` (a decode step whose context exceeds the budget)."""
+        return _step_heads(self.kinds, decode_sparse)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan_heads(kinds: tuple[str, ...], kind: str) -> tuple[int, ...]:
+    return tuple(h for h, k in enumerate(kinds) if k == kind)
+
+
+@functools.lru_cache(maxsize=4096)
+def _step_heads(kinds: tuple[str, ...], decode_sparse: bool) -> tuple[list[int], list[int], list[int]]:
+    retrieval = list(_plan_heads(kinds, "retrieval")) if decode_sparse else []
+    streaming = list(_plan_heads(kinds, "streaming"))
+    dense = [h for h in range(len(kinds)) if h not in retrieval and h not in streaming]
+    return dense, streaming, retrieval
 
 
 # ---- the cache --------------------------------------------------------------------------------
@@ -153,9 +183,11 @@ class LayerStep:
     """What one layer's attention call needs, handed from the cache ``update`` to the attention function.
 
     ``full_k/full_v [B, F, T, D]`` hold the heads ``full_rows`` (KV head -> row) over the whole
-    context; ``stream_k/stream_v [B, S, s, D]`` the streaming heads ``stream_rows`` over the
-    tokens at ``stream_pos`` (sink, window and the new tokens); ``meta`` the page min/max of the
-    retrieval heads (rows in ``plan.heads("retrieval")`` order, ``None`` when simulated).
+    context (views of the layer's buffers); ``stream_k/stream_v [B, S, s, D]`` the streaming heads
+    ``stream_rows`` over the tokens at ``stream_pos`` (sink, window and the new tokens; at a decode
+    step of a policy cache exactly the attended tokens, ``stream_exact``, in ring order); ``meta``
+    the page min/max of the retrieval heads (rows in ``plan.heads("retrieval")`` order, ``None``
+    when simulated).
     """
 
     key: torch.Tensor
@@ -170,6 +202,7 @@ class LayerStep:
     stream_pos: torch.Tensor | None
     meta: PageMetadata | None
     simulated: bool
+    stream_exact: bool = False  # the streaming K/V are exactly the tokens a decode step attends
 
 
 def _cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -189,9 +222,39 @@ except ImportError:  # pragma: no cover - transformers is a declared dependency
     Cache = CacheLayerMixin = object
 
 
+#: Growth of the preallocated full-context buffers: at least this share of the current capacity,
+#: rounded up to CAPACITY_QUANTUM slots (amortised O(1) appends instead of a copy per token).
+CAPACITY_GROWTH = 0.25
+CAPACITY_QUANTUM = 256
+
+
+def _reserve(buf: torch.Tensor | None, shape: tuple, used: int, need: int, like: torch.Tensor) -> torch.Tensor:
+    """A buffer of ``shape`` with at least ``need`` slots along dim 2, keeping ``buf``'s first ``used``."""
+    if buf is not None and buf.shape[2] >= need:
+        return buf
+    cap = need if buf is None else max(need, int(buf.shape[2] * (1 + CAPACITY_GROWTH)))
+    cap = -(-cap // CAPACITY_QUANTUM) * CAPACITY_QUANTUM
+    new = like.new_empty(*shape[:2], cap, *shape[3:])
+    if buf is not None and used:
+        new[:, :, :used] = buf[:, :, :used]
+    return new
+
+
 class PolicyCacheLayer(CacheLayerMixin):
     """One layer of :class:`PolicyCache`: dense/retrieval heads keep all tokens, streaming heads
-    sink + local, retrieval heads also page metadata (updated incrementally)."""
+    sink + local, retrieval heads also page metadata (updated incrementally).
+
+    Storage (all preallocated, written in place):
+
+    * dense and retrieval heads: ``[B, F, capacity, D]`` buffers; ``full_k/full_v`` are views of
+      the first ``T`` tokens (rows of ``D`` contiguous elements, so page gathers read the buffer
+      directly); the capacity grows by :data:`CAPACITY_GROWTH`.
+    * page metadata of the retrieval heads: ``[B, R, pages, 2, D]`` (max, min per page; the
+      contiguous layout of :class:`~h2eal_core.attention.quest.PageMetadata`).
+    * streaming heads: ``[B, S, sink + local, D]``: the sink tokens, then the local window used as a
+      ring once full (a decode step overwrites the oldest window token), so a decode step attends
+      the whole store as one contiguous view, with no copy and no mask.
+    """
 
     is_sliding = False
     is_compileable = False
@@ -207,6 +270,8 @@ class PolicyCacheLayer(CacheLayerMixin):
         self.stream_heads = self.plan.heads("streaming")
         retrieval = self.plan.heads("retrieval")
         self.retrieval_rows = [self.full_heads.index(h) for h in retrieval]
+        self._full_rows = {h: i for i, h in enumerate(self.full_heads)}  # KV head -> buffer row (read-only)
+        self._stream_rows = {h: i for i, h in enumerate(self.stream_heads)}
         self.seen = 0
 
     # -- transformers API --
@@ -215,13 +280,79 @@ class PolicyCacheLayer(CacheLayerMixin):
         if H != len(self.plan.kinds):
             raise ParameterError("key_states", describe(key_states), f"{len(self.plan.kinds)} KV heads (the policy's layer {self.layer_idx})")
         self.device, self.dtype = key_states.device, key_states.dtype
-        empty = lambda h: key_states.new_empty(B, h, 0, D)  # noqa: E731
-        self.full_k, self.full_v = empty(len(self.full_heads)), empty(len(self.full_heads))
-        self.stream_k, self.stream_v = empty(len(self.stream_heads)), empty(len(self.stream_heads))
-        self.stream_pos = torch.empty(0, dtype=torch.long, device=self.device)
-        self.meta_min, self.meta_max = empty(len(self.retrieval_rows)), empty(len(self.retrieval_rows))
-        self.keys, self.values = self.full_k, self.full_v
+        self._shape = (B, D)
+        self._fk = self._fv = self._bounds = None
+        S, cap = len(self.stream_heads), self.config.sink + self.config.local
+        self._sk, self._sv = key_states.new_empty(B, S, cap, D), key_states.new_empty(B, S, cap, D)
+        self._spos = torch.empty(cap, dtype=torch.long, device=self.device)
+        self._s_len = 0  # streaming tokens stored
+        self._ring = 0  # once full: slot of the oldest window token
+        self._refresh_views()
         self.is_initialized = True
+
+    def _refresh_views(self) -> None:
+        B, D = self._shape
+        F, R, T = len(self.full_heads), len(self.retrieval_rows), self.seen
+        empty = lambda h: torch.empty(B, h, 0, D, dtype=self.dtype, device=self.device)  # noqa: E731
+        self.full_k = self._fk[:, :, :T] if self._fk is not None else empty(F)
+        self.full_v = self._fv[:, :, :T] if self._fv is not None else empty(F)
+        if self._bounds is not None:
+            self.meta = PageMetadata.from_bounds(self._bounds[:, :, : n_pages(T, self.config.page_size)], self.config.page_size, T)
+            self.meta_min, self.meta_max = self.meta.min, self.meta.max
+        else:
+            self.meta = None
+            self.meta_min = self.meta_max = empty(R)
+        self.stream_k, self.stream_v = self._sk[:, :, : self._s_len], self._sv[:, :, : self._s_len]
+        self.stream_pos = self._spos[: self._s_len]
+        self.keys, self.values = self.full_k, self.full_v
+
+    def _ordered_stream(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The streaming store in position order (a view, or a copy when the ring has turned)."""
+        k, v, pos = self._sk[:, :, : self._s_len], self._sv[:, :, : self._s_len], self._spos[: self._s_len]
+        sink = min(self.config.sink, self._s_len)
+        if self._s_len < self._sk.shape[2] or self._ring == sink:
+            return k, v, pos
+        order = lambda x, d: torch.cat((x.narrow(d, 0, sink), x.narrow(d, self._ring, x.shape[d] - self._ring), x.narrow(d, sink, self._ring - sink)), dim=d)  # noqa: E731
+        return order(k, 2), order(v, 2), order(pos, 0)
+
+    def _update_streaming(self, key_states, value_states, start: int, T: int):
+        """Store the streaming heads' new tokens; return what their attention reads now.
+
+        Decode (one token): the store after the update is exactly the attended set, returned as a
+        contiguous view (``exact=True``). Several tokens: the ordered store + the new tokens with
+        their positions (attended with masks), then trimmed to sink + window.
+        """
+        n = key_states.shape[-2]
+        cap, sink = self._sk.shape[2], self.config.sink
+        nk, nv = _take(key_states, self.stream_heads), _take(value_states, self.stream_heads)
+        if n == 1:
+            if self._s_len < cap:
+                slot = self._s_len
+                self._s_len += 1
+                if self._s_len == cap:
+                    self._ring = min(sink, cap)
+            else:  # full: overwrite the oldest window token
+                slot = self._ring
+                self._ring = self._ring + 1 if self._ring + 1 < cap else min(sink, cap)
+            self._sk[:, :, slot : slot + 1] = nk
+            self._sv[:, :, slot : slot + 1] = nv
+            self._spos[slot] = start
+            k, v = self._sk[:, :, : self._s_len], self._sv[:, :, : self._s_len]
+            return k, v, self._spos[: self._s_len], True
+        ok, ov, opos = self._ordered_stream()
+        att_k, att_v = _cat(ok, nk), _cat(ov, nv)
+        att_pos = torch.cat((opos, torch.arange(start, T, device=self.device)))
+        keep_sink = min(sink, T)
+        keep_window = min(self.config.local, T - keep_sink)
+        m = keep_sink + keep_window
+        for buf, x, d in ((self._sk, att_k, 2), (self._sv, att_v, 2)):
+            buf[:, :, :keep_sink] = x[:, :, :keep_sink]
+            buf[:, :, keep_sink:m] = x[:, :, x.shape[d] - keep_window :]
+        self._spos[:keep_sink] = att_pos[:keep_sink]
+        self._spos[keep_sink:m] = att_pos[att_pos.shape[0] - keep_window :]
+        self._s_len = m
+        self._ring = keep_sink
+        return att_k, att_v, att_pos, False
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Store the new tokens, trim the streaming heads, refresh page metadata; hand the step over."""
@@ -237,50 +368,40 @@ class PolicyCacheLayer(CacheLayerMixin):
         if self.full_heads:
             fk = key_states if every_head_full else _take(key_states, self.full_heads)
             fv = value_states if every_head_full else _take(value_states, self.full_heads)
-            self.full_k, self.full_v = _cat(self.full_k, fk), _cat(self.full_v, fv)
-            if self.retrieval_rows:
-                self._update_metadata(start)
+            self._fk = _reserve(self._fk, fk.shape, start, T, fk)
+            self._fv = _reserve(self._fv, fv.shape, start, T, fv)
+            self._fk[:, :, start:T] = fk
+            self._fv[:, :, start:T] = fv
         att_k = att_v = att_pos = None
+        exact = False
         if self.stream_heads:
-            att_k = _cat(self.stream_k, _take(key_states, self.stream_heads))
-            att_v = _cat(self.stream_v, _take(value_states, self.stream_heads))
-            att_pos = torch.cat((self.stream_pos, torch.arange(start, T, device=self.device)))
-            keep_sink = min(self.config.sink, T)
-            keep_window = min(self.config.local, T - keep_sink)
-            drop = att_pos.shape[0] - keep_sink - keep_window
-            if drop > 0:
-                keep = lambda x: torch.cat((x[..., :keep_sink, :], x[..., x.shape[-2] - keep_window :, :]), dim=-2)  # noqa: E731
-                self.stream_k, self.stream_v = keep(att_k), keep(att_v)
-                self.stream_pos = torch.cat((att_pos[:keep_sink], att_pos[att_pos.shape[0] - keep_window :]))
-            else:
-                self.stream_k, self.stream_v, self.stream_pos = att_k, att_v, att_pos
+            att_k, att_v, att_pos, exact = self._update_streaming(key_states, value_states, start, T)
         self.seen = T
-        self.keys, self.values = self.full_k, self.full_v
-        returned = (self.full_k, self.full_v) if every_head_full else (key_states, value_states)
-        meta = None
         if self.retrieval_rows:
-            meta = PageMetadata(self.meta_min, self.meta_max, self.config.page_size, T)
+            self._update_metadata(start)
+        self._refresh_views()
+        returned = (self.full_k, self.full_v) if every_head_full else (key_states, value_states)
         self._handle._handoff[self.layer_idx] = LayerStep(
             key=returned[0], start=start, context_len=T,
             full_k=self.full_k if self.full_heads else None, full_v=self.full_v if self.full_heads else None,
-            full_rows={h: i for i, h in enumerate(self.full_heads)},
-            stream_k=att_k, stream_v=att_v, stream_rows={h: i for i, h in enumerate(self.stream_heads)},
-            stream_pos=att_pos, meta=meta, simulated=False,
+            full_rows=self._full_rows, stream_k=att_k, stream_v=att_v, stream_rows=self._stream_rows,
+            stream_pos=att_pos, meta=self.meta, simulated=False, stream_exact=exact,
         )
         self._handle._record_storage(self.layer_idx, self.stored_tokens(), self.meta_min.numel() * 2, key_states)
         return returned
 
     def _update_metadata(self, start: int) -> None:
-        ps = self.config.page_size
-        first = start // ps  # the page that was partial before this update
-        rows = self.retrieval_rows
-        fresh = quest_page_metadata(_take(self.full_k[..., first * ps :, :], rows), ps)  # new tokens only
-        self.meta_min = torch.cat((self.meta_min[..., :first, :], fresh.min), dim=-2)
-        self.meta_max = torch.cat((self.meta_max[..., :first, :], fresh.max), dim=-2)
+        """Recompute the page that was partial before this update and the new pages, in place."""
+        ps, T = self.config.page_size, self.seen
+        first = start // ps
+        P = n_pages(T, ps)
+        fresh = quest_page_metadata(_take(self._fk[:, :, first * ps : T], self.retrieval_rows), ps)  # new tokens only
+        self._bounds = _reserve(self._bounds, fresh.bounds.shape, first, P, fresh.bounds)
+        self._bounds[:, :, first:P] = fresh.bounds
 
     def stored_tokens(self) -> list[int]:
         """Tokens each KV head stores now."""
-        return [self.stream_pos.shape[0] if k == "streaming" else self.seen for k in self.plan.kinds]
+        return [self._s_len if k == "streaming" else self.seen for k in self.plan.kinds]
 
     def get_mask_sizes(self, query_length) -> tuple[int, int]:
         # transformers < 5 passes cache_position (a tensor of the new positions) instead of a length
@@ -311,9 +432,11 @@ class PolicyCacheLayer(CacheLayerMixin):
     def _map_batch(self, fn) -> None:
         if not self.is_initialized:
             return
-        for name in ("full_k", "full_v", "stream_k", "stream_v", "meta_min", "meta_max"):
-            setattr(self, name, fn(getattr(self, name)))
-        self.keys, self.values = self.full_k, self.full_v
+        for name in ("_fk", "_fv", "_bounds", "_sk", "_sv"):
+            if getattr(self, name) is not None:
+                setattr(self, name, fn(getattr(self, name)))
+        self._shape = (self._sk.shape[0], self._shape[1])
+        self._refresh_views()
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self._map_batch(lambda x: x.index_select(0, beam_idx.to(x.device)))
@@ -334,17 +457,20 @@ class PolicyCache(Cache):
         self.handle = handle
 
     def kv_bytes(self) -> dict[str, int]:
-        """Bytes stored now: K+V (``kv``), page metadata, and what a dense cache would hold."""
-        kv = meta = dense = 0
+        """Bytes stored now: K+V of the stored tokens (``kv``), page metadata, what a dense cache would
+        hold (``dense``), and the bytes of the preallocated buffers (``kv_allocated``, ``metadata_allocated``)."""
+        kv = meta = dense = kv_alloc = meta_alloc = 0
         for layer in self.layers:
             if not layer.is_initialized:
                 continue
             size = layer.full_k.element_size()
             kv += sum(t.numel() for t in (layer.full_k, layer.full_v, layer.stream_k, layer.stream_v)) * size
             meta += (layer.meta_min.numel() + layer.meta_max.numel()) * size
-            B, _, _, D = layer.full_k.shape if layer.full_heads else layer.stream_k.shape
+            kv_alloc += sum(t.numel() for t in (layer._fk, layer._fv, layer._sk, layer._sv) if t is not None) * size
+            meta_alloc += 0 if layer._bounds is None else layer._bounds.numel() * size
+            B, D = layer._shape
             dense += 2 * B * len(layer.plan.kinds) * layer.seen * D * size
-        return {"kv": kv, "metadata": meta, "dense": dense}
+        return {"kv": kv, "metadata": meta, "dense": dense, "kv_allocated": kv_alloc, "metadata_allocated": meta_alloc}
 
 
 # ---- the policy handle and the attention function ----------------------------------------------
@@ -366,7 +492,19 @@ class PolicyHandle:
         self._modules: list = []
         self._observers: list = []
         self._selection_observers: list = []
+        self._workspace = GatherWorkspace()  # reused gather buffers of the retrieval heads
+        self.dense_decode_kernel = "model"
+        self._kv_rows_cache: dict = {}
         self.reset_stats()
+
+    def _kv_rows(self, rows: tuple[int, ...], repeat: int, device) -> torch.Tensor:
+        """The full-buffer rows of a layer's retrieval heads as a (cached) index tensor."""
+        key = (rows, repeat, str(device))
+        t = self._kv_rows_cache.get(key)
+        if t is None:
+            t = torch.tensor(rows, device=device).repeat_interleave(repeat)
+            self._kv_rows_cache[key] = t
+        return t
 
     # -- context manager --
     def __enter__(self) -> PolicyHandle:
@@ -429,8 +567,20 @@ class PolicyHandle:
         self._batch = 1
         self._bytes_per_element = 0
         self._simulated = np.zeros(L, dtype=bool)  # last call of each layer used a plain cache
+        self._pending: dict[tuple[str, int, tuple[int, ...]], int] = {}  # counter increments not yet added
         self.decode_steps = 0
         self.prefill_tokens = 0
+
+    def _flush_counts(self) -> None:
+        """Add the pending scalar increments of :meth:`_count` (kept as Python ints: cheap per step)."""
+        arrays = {"read": self._tokens_read, "dense": self._tokens_read_dense, "meta": self._meta_read}
+        for (name, layer, heads), value in self._pending.items():
+            arrays[name][layer, list(heads)] += value
+        self._pending.clear()
+
+    def _add(self, name: str, layer: int, heads: tuple[int, ...], value: int) -> None:
+        key = (name, layer, heads)
+        self._pending[key] = self._pending.get(key, 0) + value
 
     def _record_storage(
         self, layer: int, stored_tokens: list[int], meta_elements: int, key: torch.Tensor, simulated: bool = False
@@ -444,6 +594,7 @@ class PolicyHandle:
     def head_stats(self) -> dict[str, np.ndarray]:
         """Per ``[layer, kv_head]`` arrays: decode tokens read (and dense), metadata elements read,
         tokens stored now (summed over the batch)."""
+        self._flush_counts()
         return {
             "kinds": self.kinds.copy(),
             "tokens_read": self._tokens_read.copy(),
@@ -455,6 +606,7 @@ class PolicyHandle:
 
     def stats(self) -> dict:
         """Totals over layers, heads, batch and decode steps (bytes use the cache's element size)."""
+        self._flush_counts()
         D, bpe, B = self.dims.head_dim, self._bytes_per_element, self._batch
         stored = int(self._stored_tokens.sum()) * B
         stored_dense = int(self._context.sum()) * self.dims.n_kv_heads * B
@@ -515,10 +667,9 @@ class PolicyHandle:
                 self.decode_steps += 1
             else:
                 self.prefill_tokens += n * query.shape[0]
-        retrieval = plan.heads("retrieval") if decode and T > self.config.budget else []
-        streaming = plan.heads("streaming")
-        dense = [h for h in range(len(plan.kinds)) if h not in retrieval and h not in streaming]
-        if not retrieval and not streaming:  # every head dense: the model's own attention function
+        dense, streaming, retrieval = plan.step_heads(decode and T > self.config.budget)  # cached: do not modify
+        if not retrieval and not streaming and not (decode and self.dense_decode_kernel == "fused"):
+            # every head dense: the model's own attention function
             if decode:
                 self._count(layer, dense, T * query.shape[0], query.shape[0])
             return _original_function(module, self._original)(
@@ -530,8 +681,12 @@ class PolicyHandle:
     def _count(self, layer: int, heads: list[int], tokens, batch: int) -> None:
         """Add a decode step's reads: ``tokens`` per head (scalar or per head), summed over the batch."""
         if heads:
-            self._tokens_read[layer, heads] += np.asarray(tokens, dtype=np.int64)
-            self._tokens_read_dense[layer, heads] += self._context[layer] * batch
+            key = tuple(heads)
+            if isinstance(tokens, int):
+                self._add("read", layer, key, tokens)
+            else:
+                self._tokens_read[layer, heads] += np.asarray(tokens, dtype=np.int64)
+            self._add("dense", layer, key, int(self._context[layer]) * batch)
 
     def _sparse_attention(self, layer, plan, step, query, scaling, dense, streaming, retrieval):
         B, Hq, n, D = query.shape
@@ -543,30 +698,35 @@ class PolicyHandle:
         decode = n == 1
         if dense:
             rows = [step.full_rows[h] for h in dense]
-            k, v = _take(step.full_k, rows), _take(step.full_v, rows)
-            q = _take(qg, dense)
-            if decode:
-                o = attend(q.squeeze(3), k, v, scale).unsqueeze(3)
+            if decode:  # views of the full-context buffer, one fused kernel call per run of heads
+                for hs, rs in _paired_slices(tuple(dense), tuple(rows)):
+                    out[:, hs] = attend(qg[:, hs, :, 0], step.full_k[:, rs], step.full_v[:, rs], scale).unsqueeze(3).to(out.dtype)
+                self._count(layer, dense, T * B, B)
             else:
+                k, v = _take(step.full_k, rows), _take(step.full_v, rows)
                 qpos, kpos = torch.arange(step.start, T, device=query.device), torch.arange(T, device=query.device)
                 mask = None if step.start == 0 else causal_mask(qpos, kpos)
-                o = sdpa(q.flatten(1, 2), k, v, scale, mask=mask, is_causal=step.start == 0).unflatten(1, (len(dense), g))
-            out[:, dense] = o.to(out.dtype)
-            if decode:
-                self._count(layer, dense, T * B, B)
+                o = sdpa(_take(qg, dense).flatten(1, 2), k, v, scale, mask=mask, is_causal=step.start == 0)
+                out[:, dense] = o.unflatten(1, (len(dense), g)).to(out.dtype)
         if streaming:
             rows = [step.stream_rows[h] for h in streaming]
             k, v = _take(step.stream_k, rows), _take(step.stream_v, rows)
-            q = _take(qg, streaming).flatten(1, 2)
-            o = streaming_prefill(
-                q, k, v, cfg.sink, cfg.local, chunk_size=STREAMING_QUERY_CHUNK, key_positions=step.stream_pos, scale=scale
-            )
-            out[:, streaming] = o.unflatten(1, (len(streaming), g)).to(out.dtype)
+            if decode and step.stream_exact:  # the store is the attended set: one contiguous view
+                o = attend(qg[:, _head_index(tuple(streaming)), :, 0], k, v, scale).unsqueeze(3)
+                attended = k.shape[-2]
+            else:
+                o = streaming_prefill(
+                    _take(qg, streaming).flatten(1, 2), k, v, cfg.sink, cfg.local, chunk_size=STREAMING_QUERY_CHUNK,
+                    key_positions=step.stream_pos, scale=scale,
+                ).unflatten(1, (len(streaming), g))
+                if decode:
+                    attended = int(streaming_mask(step.stream_pos[-1:], step.stream_pos, cfg.sink, cfg.local).sum())
+            out[:, _head_index(tuple(streaming))] = o.to(out.dtype)
             if decode:
-                attended = int(streaming_mask(step.stream_pos[-1:], step.stream_pos, cfg.sink, cfg.local).sum())
                 self._count(layer, streaming, attended * B, B)
         if retrieval:
-            q = _take(qg, retrieval).squeeze(3)  # [B, Hr, g, D]
+            hidx = _head_index(tuple(retrieval))
+            q = qg[:, hidx, :, 0]  # [B, Hr, g, D]
             rows = [step.full_rows[h] for h in retrieval]
             meta = step.meta
             if meta is None:  # simulated: compute the metadata the cache would keep
@@ -574,14 +734,40 @@ class PolicyHandle:
             sel = select_pages(q, meta, T, cfg.page_size, cfg.budget, cfg.gqa)
             for fn in self._selection_observers:
                 fn(layer, list(retrieval), sel)
-            kv_rows = torch.tensor(rows, device=query.device)
-            if sel.per_query_head:
-                kv_rows = kv_rows.repeat_interleave(g)
-            o = attend_selection(q, step.full_k, step.full_v, sel, scale, kv_heads=kv_rows)
-            out[:, retrieval] = o.unsqueeze(3).to(out.dtype)
-            self._count(layer, retrieval, sel.tokens_read().sum(0).cpu().numpy(), B)
-            self._meta_read[layer, retrieval] += 2 * D * n_pages(T, cfg.page_size) * B
+            kv_rows = self._kv_rows(tuple(rows), g if sel.per_query_head else 1, query.device)
+            o = attend_selection(q, step.full_k, step.full_v, sel, scale, kv_heads=kv_rows, workspace=self._workspace)
+            out[:, hidx] = o.unsqueeze(3).to(out.dtype)
+            if sel.per_query_head:  # query heads may share pages: count the union
+                tokens = sel.tokens_read().sum(0).cpu().numpy()
+            else:  # distinct top-k pages + the current page
+                tokens = (sel.pages.shape[-1] * cfg.page_size + T - sel.current_page_start) * B
+            self._count(layer, retrieval, tokens, B)
+            self._add("meta", layer, tuple(retrieval), 2 * D * n_pages(T, cfg.page_size) * B)
         return out.flatten(1, 2).transpose(1, 2).contiguous(), None
+
+
+@functools.lru_cache(maxsize=1024)
+def _head_index(heads: tuple[int, ...]) -> slice | list[int]:
+    """A (strided) slice when ``heads`` are evenly spaced, so that indexing is a view; else the list."""
+    idx = heads_index(list(heads), "cpu")
+    return idx if isinstance(idx, slice) else list(heads)
+
+
+@functools.lru_cache(maxsize=1024)
+def _paired_slices(heads: tuple[int, ...] | list[int], rows: tuple[int, ...] | list[int]) -> list[tuple[slice, slice]]:
+    """(KV-head slice, buffer-row slice) pairs covering ascending ``heads`` and ``rows`` with as few
+    views as possible: one pair when both are evenly spaced, else runs consecutive in both."""
+    hs, rs = heads_index(list(heads), "cpu"), heads_index(list(rows), "cpu")
+    if isinstance(hs, slice) and isinstance(rs, slice):
+        return [(hs, rs)]
+    pairs, i = [], 0
+    while i < len(heads):
+        j = i
+        while j + 1 < len(heads) and heads[j + 1] == heads[j] + 1 and rows[j + 1] == rows[j] + 1:
+            j += 1
+        pairs.append((slice(heads[i], heads[j] + 1), slice(rows[i], rows[j] + 1)))
+        i = j + 1
+    return pairs
 
 
 def _refuse_padding(attention_mask, start: int, T: int) -> None:
@@ -650,7 +836,14 @@ def _register(original: str) -> str:
 # ---- public entry points ----------------------------------------------------------------------
 
 
-def apply_policy(model, policy: str, config: SparseAttentionConfig | None = None, retrieval_heads=None) -> PolicyHandle:
+def apply_policy(
+    model,
+    policy: str,
+    config: SparseAttentionConfig | None = None,
+    retrieval_heads=None,
+    *,
+    dense_decode_kernel: str = "model",
+) -> PolicyHandle:
     """Apply a sparse-attention policy to ``model`` (use as a context manager).
 
     Args:
@@ -658,6 +851,11 @@ def apply_policy(model, policy: str, config: SparseAttentionConfig | None = None
         config: the sparse-attention knobs (default :class:`SparseAttentionConfig()`).
         retrieval_heads: bool ``[n_layers, n_kv_heads]`` (numpy or torch), required for ``duo``
             and ``h2eal``.
+        dense_decode_kernel: what a decode step of a layer whose heads are all dense runs:
+            ``"model"`` (default) the model's own attention function (logits unchanged), or
+            ``"fused"`` this package's fused dense kernel
+            (:func:`~h2eal_core.attention.dense.sdpa_grouped`, equal to float tolerance; on CPU
+            faster than transformers' ``enable_gqa`` SDPA call, see benchmarks/README.md).
 
     Inside the ``with`` block ``model(...)`` and ``model.generate(...)`` use the policy; pass
     ``handle.new_cache()`` as the cache to store only what the policy needs.
@@ -667,9 +865,12 @@ def apply_policy(model, policy: str, config: SparseAttentionConfig | None = None
         config = SparseAttentionConfig()
     if not isinstance(config, SparseAttentionConfig):
         raise ParameterError("config", describe(config), "a SparseAttentionConfig or None")
+    check_choice("dense_decode_kernel", dense_decode_kernel, DENSE_DECODE_KERNEL_CHOICES)
     dims = ModelDims.of(model)
     kinds = policy_head_kinds(policy, dims.n_layers, dims.n_kv_heads, config, retrieval_heads)
-    return PolicyHandle(model, policy, config, kinds, dims)
+    handle = PolicyHandle(model, policy, config, kinds, dims)
+    handle.dense_decode_kernel = dense_decode_kernel
+    return handle
 
 
 def long_range_attention_mass(

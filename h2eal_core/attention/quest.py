@@ -26,20 +26,41 @@ from .dense import group_queries
 
 @dataclasses.dataclass(frozen=True)
 class PageMetadata:
-    """Element-wise min and max key of every page: ``min, max [B, H, P, D]``."""
+    """Element-wise min and max key of every page: ``min, max [B, H, P, D]``.
+
+    ``bounds [B, H, P, 2, D]`` (optional) is the contiguous layout the cache keeps and
+    :func:`quest_page_metadata` returns: per page the max key then the min key, side by side, so
+    that scoring reads one contiguous ``[P, 2D]`` matrix per head with a single matmul. ``min`` and
+    ``max`` are then views of it (:meth:`from_bounds`).
+    """
 
     min: torch.Tensor
     max: torch.Tensor
     page_size: int
     context_len: int
+    bounds: torch.Tensor | None = None
+
+    @classmethod
+    def from_bounds(cls, bounds: torch.Tensor, page_size: int, context_len: int) -> PageMetadata:
+        """Metadata whose ``max``/``min`` are views of ``bounds [B, H, P, 2, D]`` (max at 0, min at 1)."""
+        return cls(bounds[..., 1, :], bounds[..., 0, :], page_size, context_len, bounds)
 
     @property
     def n_pages(self) -> int:
         return self.min.shape[-2]
 
     def select_heads(self, heads) -> PageMetadata:
-        """The metadata of some KV heads (a slice or an index tensor)."""
+        """The metadata of some KV heads (a slice, a view; or an index tensor, a copy)."""
+        if self.bounds is not None:
+            return PageMetadata.from_bounds(self.bounds[:, heads], self.page_size, self.context_len)
         return PageMetadata(self.min[:, heads], self.max[:, heads], self.page_size, self.context_len)
+
+    def packed_bounds(self) -> torch.Tensor | None:
+        """``[B, H, P, 2D]`` view of :attr:`bounds` (max then min per page), or ``None`` without it."""
+        b = self.bounds
+        if b is None or b.stride(-1) != 1 or b.stride(-2) != b.shape[-1]:
+            return None
+        return b.flatten(-2)
 
     @property
     def nbytes(self) -> int:
@@ -52,23 +73,25 @@ def n_pages(context_len: int, page_size: int) -> int:
 
 
 def quest_page_metadata(k: torch.Tensor, page_size: int) -> PageMetadata:
-    """Min/max key per page of ``k [B, H, T, D]`` (what a retrieval head's cache keeps)."""
+    """Min/max key per page of ``k [B, H, T, D]`` (what a retrieval head's cache keeps).
+
+    The result is laid out contiguously (:attr:`PageMetadata.bounds` ``[B, H, P, 2, D]``).
+    """
     check_tensor("k", k, 4, "[B, H, T, D]")
     check_positive_int("page_size", page_size)
-    T = k.shape[-2]
+    B, H, T, D = k.shape
     P = n_pages(T, page_size)
     full = T // page_size
-    mins, maxs = [], []
+    bounds = k.new_empty(B, H, P, 2, D)
     if full:
         pages = k[..., : full * page_size, :].unflatten(-2, (full, page_size))
-        mins.append(pages.amin(dim=-2))
-        maxs.append(pages.amax(dim=-2))
+        bounds[:, :, :full, 0] = pages.amax(dim=-2)
+        bounds[:, :, :full, 1] = pages.amin(dim=-2)
     if P > full:
         tail = k[..., full * page_size :, :]
-        mins.append(tail.amin(dim=-2, keepdim=True))
-        maxs.append(tail.amax(dim=-2, keepdim=True))
-    cat = (lambda xs: xs[0]) if len(mins) == 1 else (lambda xs: torch.cat(xs, dim=-2))
-    return PageMetadata(cat(mins), cat(maxs), page_size, T)
+        bounds[:, :, full, 0] = tail.amax(dim=-2)
+        bounds[:, :, full, 1] = tail.amin(dim=-2)
+    return PageMetadata.from_bounds(bounds, page_size, T)
 
 
 def check_metadata(metadata, batch: int, n_heads: int, context_len: int, page_size: int, head_dim: int) -> PageMetadata:
@@ -89,16 +112,23 @@ def scores_from_metadata(qg: torch.Tensor, metadata: PageMetadata, gqa: str) -> 
     """Page scores of grouped queries ``[B, H, g, D]``: ``[B, H, P]`` (group modes) or ``[B, H*g, P]``.
 
     ``max(q_c m_c, q_c M_c)`` is ``q_c M_c`` for ``q_c >= 0`` and ``q_c m_c`` otherwise, so the score
-    is two small matmuls against the metadata (read once; ``M q^T`` streams faster than ``q M^T``).
+    is ``[q^+ ; q^-] . [M | m]``: with the contiguous layout (:attr:`PageMetadata.bounds`) one matmul
+    reads the metadata once (``[g, 2D] @ [2D, P]``); separate min/max tensors take two.
     """
     qf = qg.float()
+    qp, qn = qf.clamp(min=0), qf.clamp(max=0)
     if gqa == "group_sum":
         # sum_j sum_c max(q_jc m_c, q_jc M_c) = M . sum_j q_j^+ + m . sum_j q_j^-: one vector per KV head
-        qp, qn = qf.clamp(min=0).sum(2, keepdim=True), qf.clamp(max=0).sum(2, keepdim=True)
-        s = torch.matmul(metadata.max.float(), qp.transpose(-1, -2))
-        return (s + torch.matmul(metadata.min.float(), qn.transpose(-1, -2)))[..., 0]
-    s = torch.matmul(metadata.max.float(), qf.clamp(min=0).transpose(-1, -2))
-    s = (s + torch.matmul(metadata.min.float(), qf.clamp(max=0).transpose(-1, -2))).transpose(-1, -2)
+        qp, qn = qp.sum(2, keepdim=True), qn.sum(2, keepdim=True)
+    packed = metadata.packed_bounds()
+    if packed is not None:
+        # [g', 2D] @ [2D, P]: a short-wide product streams the metadata faster than [P, 2D] @ [2D, g']
+        s = torch.matmul(torch.cat((qp, qn), dim=-1), packed.float().transpose(-1, -2))  # [B, H, g', P]
+    else:
+        s = torch.matmul(qp, metadata.max.float().transpose(-1, -2))
+        s = s + torch.matmul(qn, metadata.min.float().transpose(-1, -2))
+    if gqa == "group_sum":
+        return s[..., 0, :]
     if gqa == "group_max":
         return s.amax(dim=2)
     return s.flatten(1, 2)
