@@ -51,7 +51,7 @@ import pandas as pd
 import torch
 
 from h2eal_core.attention import SparseAttentionConfig
-from h2eal_core.attention import hf
+from h2eal_core.attention import hf, selectors
 from h2eal_core.io import save_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,8 +108,9 @@ def instrument():
 
     patch(hf.PolicyHandle, "attention", "policy")
     patch(hf.PolicyCacheLayer, "update", "policy")
-    for name in ("attend", "attend_selection", "select_pages", "streaming_prefill", "sdpa", "quest_page_metadata"):
+    for name in ("attend", "attend_selection", "streaming_prefill", "sdpa", "quest_page_metadata"):
         patch(hf, name, "kernel")
+    patch(selectors, "select_pages", "kernel")  # page scoring + top-k, called through the page selector
     original = hf._original_function
     saved[(hf, "_original_function")] = original
     hf._original_function = lambda module, name: _timed(original(module, name), "kernel")

@@ -53,7 +53,8 @@ from .dense import attend
 from .hybrid import heads_index
 from .masks import causal_mask, streaming_mask
 from .prefill import sdpa, streaming_prefill
-from .quest import PageMetadata, n_pages, quest_page_metadata, select_pages
+from .quest import PageMetadata, n_pages, quest_page_metadata
+from .selectors import QuestBoundSelector, get_selector
 from .retrieval import GatherWorkspace, attend_selection
 
 logger = logging.getLogger(__name__)
@@ -493,6 +494,7 @@ class PolicyHandle:
         self._observers: list = []
         self._selection_observers: list = []
         self._workspace = GatherWorkspace()  # reused gather buffers of the retrieval heads
+        self.selector = QuestBoundSelector(gqa=config.gqa)  # page selector of the retrieval heads
         self.dense_decode_kernel = "model"
         self._kv_rows_cache: dict = {}
         self.reset_stats()
@@ -731,7 +733,9 @@ class PolicyHandle:
             meta = step.meta
             if meta is None:  # simulated: compute the metadata the cache would keep
                 meta = quest_page_metadata(_take(step.full_k, rows), cfg.page_size)
-            sel = select_pages(q, meta, T, cfg.page_size, cfg.budget, cfg.gqa)
+            selector = self.selector
+            keys = _take(step.full_k, rows) if selector.needs_keys else None
+            sel = selector.select(q, keys, meta, T, cfg.page_size, cfg.budget)
             for fn in self._selection_observers:
                 fn(layer, list(retrieval), sel)
             kv_rows = self._kv_rows(tuple(rows), g if sel.per_query_head else 1, query.device)
@@ -843,6 +847,7 @@ def apply_policy(
     retrieval_heads=None,
     *,
     dense_decode_kernel: str = "model",
+    selector=None,
 ) -> PolicyHandle:
     """Apply a sparse-attention policy to ``model`` (use as a context manager).
 
@@ -856,6 +861,10 @@ def apply_policy(
             ``"fused"`` this package's fused dense kernel
             (:func:`~h2eal_core.attention.dense.sdpa_grouped`, equal to float tolerance; on CPU
             faster than transformers' ``enable_gqa`` SDPA call, see benchmarks/README.md).
+        selector: how retrieval heads choose pages: ``None`` (Quest's bound with ``config.gqa``),
+            a name (``"quest_bound"``, ``"oracle"``) or a selector dataclass of
+            :mod:`h2eal_core.attention.selectors` (its ``gqa`` must equal ``config.gqa``, which the
+            accounting uses). A new scorer is a new selector; the cache does not change.
 
     Inside the ``with`` block ``model(...)`` and ``model.generate(...)`` use the policy; pass
     ``handle.new_cache()`` as the cache to store only what the policy needs.
@@ -868,8 +877,12 @@ def apply_policy(
     check_choice("dense_decode_kernel", dense_decode_kernel, DENSE_DECODE_KERNEL_CHOICES)
     dims = ModelDims.of(model)
     kinds = policy_head_kinds(policy, dims.n_layers, dims.n_kv_heads, config, retrieval_heads)
+    chosen = get_selector(selector if selector is not None else "quest_bound", config.gqa)
+    if getattr(chosen, "gqa", None) != config.gqa:
+        raise ParameterError("selector.gqa", getattr(chosen, "gqa", None), f"{config.gqa!r} (config.gqa)")
     handle = PolicyHandle(model, policy, config, kinds, dims)
     handle.dense_decode_kernel = dense_decode_kernel
+    handle.selector = chosen
     return handle
 
 
@@ -966,6 +979,7 @@ def generate_with_policy(
     max_new_tokens: int = 16,
     prefill_chunk_size: int | None = None,
     decode_prompt_tail: int = 0,
+    selector=None,
 ) -> GenerationResult:
     """Greedy generation under a policy, with the decode-simulation protocol.
 
@@ -973,6 +987,7 @@ def generate_with_policy(
     ``prefill_chunk_size``); the tail is then fed one token at a time as decode steps with the
     policy active (DuoAttention/Quest protocol), and ``max_new_tokens`` tokens are generated
     greedily (stopping when every sequence has produced an end-of-sequence token).
+    ``selector`` chooses the retrieval heads' pages (see :func:`apply_policy`).
     """
     if not isinstance(input_ids, torch.Tensor):
         input_ids = torch.as_tensor(input_ids)
@@ -989,7 +1004,7 @@ def generate_with_policy(
     ids = input_ids.to(device=device, dtype=torch.long)
     eos = torch.tensor(eos_token_ids(model), dtype=torch.long, device=device)
     new = []
-    with apply_policy(model, policy, config, retrieval_heads) as handle, torch.inference_mode():
+    with apply_policy(model, policy, config, retrieval_heads, selector=selector) as handle, torch.inference_mode():
         cache = handle.new_cache()
         logits = chunked_prefill(model, ids[:, : T - tail], cache, prefill_chunk_size) if T > tail else None
         for i in range(T - tail, T):

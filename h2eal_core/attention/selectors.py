@@ -27,7 +27,7 @@ import torch
 
 from ..validation import ParameterError, check_choice
 from .config import GQA_MODES
-from .quest import PageMetadata, PageSelection, dense_selection, n_pages, quest_page_metadata, scores_from_metadata, select_from_scores
+from .quest import PageMetadata, PageSelection, dense_selection, n_pages, quest_page_metadata, select_from_scores, select_pages
 
 ORACLE_RANKS = ("max_qk", "attention_mass")
 
@@ -55,16 +55,11 @@ class QuestBoundSelector:
     def select(self, qg: torch.Tensor, keys: torch.Tensor | None, metadata: PageMetadata | None,
                context_len: int, page_size: int, budget: int) -> PageSelection:
         """Pages of grouped queries ``qg [B, Hkv, g, D]`` (``keys [B, Hkv, T, D]`` only if no metadata)."""
-        B, H, g, _ = qg.shape
-        per_q = self.gqa == "per_query_head"
-        if context_len <= budget:
-            return dense_selection(B, H * g if per_q else H, context_len, page_size, g, per_q, qg.device)
-        if metadata is None:
+        if metadata is None and context_len > budget:
             if keys is None:
                 raise ParameterError("metadata", None, "page metadata or the keys to compute it from")
             metadata = quest_page_metadata(keys, page_size)
-        scores = scores_from_metadata(qg, metadata, self.gqa)
-        return PageSelection(select_from_scores(scores, context_len, page_size, budget), context_len, page_size, g, per_q, dense=False)
+        return select_pages(qg, metadata, context_len, page_size, budget, self.gqa)  # the kernels' own path
 
 
 @dataclasses.dataclass(frozen=True)
