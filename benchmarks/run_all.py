@@ -1,7 +1,12 @@
 """Run every benchmark in this folder (``bench_*.py``), each in its own process, in name order.
 
-Usage: ``python benchmarks/run_all.py [--quick]``. Each benchmark prints its table and writes a CSV
-under ``build/benchmarks/``; this runner only sequences them and reports which failed.
+Usage: ``python benchmarks/run_all.py [--quick]``. Each benchmark prints its table and writes its
+CSV: ``--quick`` runs under ``build/benchmarks/``; full runs of the attention benchmarks
+(``bench_attention.py``, ``bench_generation.py``) write the committed artefacts under
+``benchmarks/results/``. ``bench_dse.py`` (design-space sweeps on Dask and the explorer's redraw)
+writes ``build/benchmarks/bench_dse.csv``; its full run sweeps 108,864 points (a few minutes on 2
+cores), ``--quick`` skips that sweep. This runner only sequences them and reports which failed (a benchmark that
+refuses to measure on a busy machine, exit code 3, counts as failed).
 """
 
 import subprocess
