@@ -43,7 +43,7 @@ reproduce: setup
 test: setup
 	rm -rf $(NBVAL_DIR)
 	$(PY) -m h2eal_core prepare --profile quick --dest $(NBVAL_DIR)
-	$(PY) -m pytest tests $(NBVAL_DIR) --nbval-lax --nbval-current-env \
+	$(PY) -m pytest tests $(NBVAL_DIR) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
 		--nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg $(PYTEST_ARGS)
 
 test-unit: setup
@@ -56,7 +56,7 @@ test-reliability: setup
 test-notebooks: setup
 	rm -rf $(NBVAL_DIR)
 	$(PY) -m h2eal_core prepare --profile quick --dest $(NBVAL_DIR)
-	$(PY) -m pytest $(NBVAL_DIR) --nbval-lax --nbval-current-env --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg $(PYTEST_ARGS)
+	$(PY) -m pytest $(NBVAL_DIR) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg $(PYTEST_ARGS)
 
 benchmarks: setup
 	$(PY) benchmarks/run_all.py

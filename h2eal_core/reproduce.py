@@ -662,7 +662,7 @@ def _rewrite_injected_paths(nb, replacements: dict[str, str]) -> None:
                 cell.source = cell.source.replace(repr(old), repr(new)).replace(json.dumps(old), json.dumps(new))
     params = nb.metadata.get("papermill", {}).get("parameters", {})
     for key, value in list(params.items()):
-        if value in replacements:
+        if isinstance(value, str) and value in replacements:
             params[key] = replacements[value]
 
 

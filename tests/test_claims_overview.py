@@ -2,6 +2,8 @@
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from h2eal_core.experiments import claims as cl
 from h2eal_core.experiments import overview as ov
@@ -16,17 +18,63 @@ def test_claims_file_has_the_abstract_numbers():
 
 
 @pytest.mark.parametrize(
-    "ours, band, expected",
+    "ours, expected",
     [
-        ((5.0, 50.0), None, "reproduced"),
-        ((2.0, 20.0), ((1.0, 6.0), (10.0, 60.0)), "within band"),
-        ((2.0, 20.0), None, "overlaps"),
-        ((60.0, 90.0), None, "differs"),
-        ((1.0, 4.0), None, "differs"),
+        ((5.20, 48.21), "reproduced"),
+        ((4.0, 60.0), "reproduced"),  # 0.77x and 1.24x: both ends inside +-25%
+        ((3.8, 48.21), "same order"),  # low end 1.37x too low
+        ((1.37, 19.90), "same order"),  # both ends low, within 10x
+        ((1.37, 1230.05), "differs"),  # overlaps the paper's range but the high end is 25.5x too high
+        ((0.4, 48.21), "differs"),  # low end 13x too low
+        ((40.0, 90.0), "same order"),  # 7.7x and 1.9x too high: within 10x at both ends
+        ((60.0, 600.0), "differs"),
     ],
 )
-def test_range_verdict_rules(ours, band, expected):
-    assert cl.range_verdict(ours, (5.20, 48.21), band, tolerance=0.1) == expected
+def test_range_verdict_rules(ours, expected):
+    assert cl.range_verdict(ours, (5.20, 48.21), end_tolerance=0.25) == expected
+
+
+def test_overlap_alone_is_not_agreement_and_the_reason_names_the_end():
+    cmp = cl.compare_range((1.37, 1230.05), (5.20, 48.21))
+    assert cmp.verdict == "differs" and cmp.low_off and cmp.high_off
+    assert "low end 3.80x too low" in cmp.reason and "high end 25.51x too high" in cmp.reason
+    ok = cl.compare_range((5.0, 50.0), (5.20, 48.21))
+    assert ok.verdict == "reproduced" and not ok.low_off and not ok.high_off and "within +-25%" in ok.reason
+    # the tolerance is a named parameter: 4.0 is inside +-25% of 5.20, outside +-10%
+    assert cl.range_verdict((4.0, 48.21), (5.20, 48.21), end_tolerance=0.1) == "same order"
+    assert cl.range_verdict((4.0, 48.21), (5.20, 48.21), end_tolerance=0.25) == "reproduced"
+    with pytest.raises(ParameterError, match="end_tolerance"):
+        cl.compare_range((1, 2), (1, 2), end_tolerance=1.5)
+    with pytest.raises(ParameterError, match="order_factor"):
+        cl.compare_range((1, 2), (1, 2), order_factor=0.5)
+    with pytest.raises(ParameterError, match="ours"):
+        cl.compare_range((3, 2), (1, 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(lo=st.floats(0.01, 1e4), width=st.floats(1.0, 100.0), p_lo=st.floats(0.1, 100.0), p_width=st.floats(1.0, 50.0),
+       tol=st.floats(0.0, 0.9))
+def test_reproduced_iff_both_ends_within_tolerance(lo, width, p_lo, p_width, tol):
+    ours, paper = (lo, lo * width), (p_lo, p_lo * p_width)
+    cmp = cl.compare_range(ours, paper, end_tolerance=tol)
+    both = abs(ours[0] / paper[0] - 1) <= tol and abs(ours[1] / paper[1] - 1) <= tol
+    assert (cmp.verdict == "reproduced") == both
+    if cmp.verdict != "reproduced":
+        assert cmp.low_off or cmp.high_off
+        off = [f for f, o in ((cmp.low_factor, cmp.low_off), (cmp.high_factor, cmp.high_off))]
+        within_order = all(0.1 <= f <= 10 for f in off)
+        assert (cmp.verdict == "same order") == within_order
+
+
+def test_band_note_reports_without_deciding():
+    assert cl.band_note((5.2, 48.2), None) == ""
+    note = cl.band_note((5.2, 48.2), ((1.0, 6.0), (10.0, 40.0)))
+    assert "low end 5.20x inside" in note and "high end 48.20x outside" in note
+
+
+def test_baseline_readings_are_one_list():
+    readings = cl.baseline_readings()
+    assert readings and all(r is None or isinstance(r, str) for r in readings)
 
 
 def test_accuracy_row_uses_the_confidence_interval():
@@ -44,11 +92,16 @@ def test_accuracy_row_uses_the_confidence_interval():
 
 
 def test_claims_table_covers_every_claim_without_bands():
-    table = cl.claims_table(with_bands=False)
+    readings = cl.baseline_readings()
+    table = cl.claims_table(with_bands=False, readings=readings)
     assert set(table["claim"]) >= {"speedup_range", "energy_efficiency_range", "accuracy_drop", "kv_overflow", "head_parallel_imbalance"}
-    assert set(table["verdict"]) <= {"reproduced", "within band", "overlaps", "differs", "holds", "does not hold", "not run"}
+    assert set(table["verdict"]) <= {"reproduced", "same order", "differs", "holds", "does not hold", "not run"}
     rng = table[table["claim"] == "speedup_range"]
     assert (rng["ours_low"] <= rng["ours_high"]).all()
+    # one row per baseline reading, metric and scope
+    assert len(rng) == len(readings) * 2 * len(cl.SCOPES)
+    for r in rng.itertuples():
+        assert r.verdict == cl.range_verdict((r.ours_low, r.ours_high), (5.20, 48.21), end_tolerance=0.25)
 
 
 def test_sparsity_statement_reads_the_per_head_table():
@@ -84,3 +137,23 @@ def test_overview_tables_are_consistent():
     assert util.set_index("design").loc["h2eal", "attention_speedup"] > 1
     summary = ov.headline_numbers(kv, heads, util)
     assert len(summary) == 3 and summary["result"].str.len().min() > 0
+
+
+def test_store_checked_outputs_keeps_only_the_checked_cell(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    source = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(x)")])
+    executed = new_notebook(cells=[new_code_cell("x = 2", execution_count=1, outputs=[new_output("stream", name="stdout", text="noise\n")]),
+                                   new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(x)", execution_count=2,
+                                                 outputs=[new_output("stream", name="stdout", text="2\n")])])
+    nbformat.write(source, tmp_path / "nb.ipynb")
+    nbformat.write(executed, tmp_path / "run.ipynb")
+    assert cl.store_checked_outputs(tmp_path / "run.ipynb", tmp_path / "nb.ipynb") == 1
+    stored = nbformat.read(tmp_path / "nb.ipynb", as_version=4)
+    assert stored.cells[0].outputs == [] and stored.cells[0].execution_count is None
+    assert stored.cells[1].outputs[0]["text"] == "2\n" and stored.cells[1].execution_count == 2
+    executed.cells[1].source = "# NBVAL_CHECK_OUTPUT\nprint(y)"
+    nbformat.write(executed, tmp_path / "run.ipynb")
+    with pytest.raises(ParameterError, match="executed"):
+        cl.store_checked_outputs(tmp_path / "run.ipynb", tmp_path / "nb.ipynb")
