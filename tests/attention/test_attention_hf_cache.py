@@ -4,7 +4,7 @@ turned, and the fused dense decode kernel. Tiny random Llama, CPU (and CUDA when
 
 import pytest
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache
 
 from h2eal_core.attention import SparseAttentionConfig, quest_page_metadata, spread_retrieval_mask
 from h2eal_core.attention import hf
@@ -18,13 +18,11 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=97, hidden_size=HQ * D, intermediate_size=128, num_hidden_layers=L,
+def model(tiny_model_factory):
+    return tiny_model_factory(
+        seed=0, layers=L, vocab_size=97, hidden_size=HQ * D, intermediate_size=128,
         num_attention_heads=HQ, num_key_value_heads=HKV, max_position_embeddings=512, eos_token_id=None,
     )
-    return LlamaForCausalLM(cfg).eval()
 
 
 @pytest.fixture(scope="module")
