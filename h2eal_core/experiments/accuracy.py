@@ -16,7 +16,19 @@ method              policy         heads
 ``h2eal``           h2eal          identified retrieval heads Quest, the others streaming
 ``h2eal_random``    h2eal          as ``h2eal`` with the same number of retrieval heads chosen at
                                    random (control: does identification matter?)
+``oracle``          quest          every head reads the pages of an **exact** page ranking
+                                   (:class:`~h2eal_core.attention.selectors.OraclePageSelector`,
+                                   largest ``q.k`` per page) at the same budget and page count:
+                                   not deployable (it reads every key), an upper bound on what any
+                                   page scorer reaches, so ``oracle - quest`` is what Quest's
+                                   min/max bound loses
 ==================  =============  ==============================================================
+
+GQA page sets (``gqa``): ``per_query_head`` is the default, as Quest's reference code runs it (it
+repeats the KV heads, so each query head selects its own pages and a KV head reads the union of
+its g query heads' pages); ``group_sum`` (one page set per KV head) is the named variant the
+first-generation Table III was measured with. The records carry each method's measured KV read
+fraction, so the hardware model knows which reading it costs.
 
 Evaluation protocol (SPEC section 3; DuoAttention/Quest's decode simulation): the context is
 prefilled, then the last ``decode_tail`` prompt tokens (default 64: the question, the chat
@@ -68,7 +80,7 @@ from ..validation import (
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("full", "streaming_llm", "quest", "duo", "h2eal", "h2eal_random")
+METHODS = ("full", "streaming_llm", "quest", "duo", "h2eal", "h2eal_random", "oracle")
 METHOD_POLICY = {
     "full": "full",
     "streaming_llm": "streaming_llm",
@@ -76,7 +88,11 @@ METHOD_POLICY = {
     "duo": "duo",
     "h2eal": "h2eal",
     "h2eal_random": "h2eal",
+    "oracle": "quest",
 }
+#: Page selector of each method's retrieval heads (:func:`~h2eal_core.attention.selectors.get_selector`);
+#: methods not listed use Quest's bound.
+METHOD_SELECTOR = {"oracle": "oracle"}
 METHOD_LABEL = {
     "full": "Full attention",
     "streaming_llm": "StreamingLLM",
@@ -84,6 +100,7 @@ METHOD_LABEL = {
     "duo": "DuoAttention",
     "h2eal": "H2EAL hybrid",
     "h2eal_random": "H2EAL, random heads",
+    "oracle": "Oracle pages (analysis bound)",
 }
 PREFILL_MODES = ("dense", "policy")
 CACHE_VERSION = 1
@@ -110,6 +127,9 @@ class AccuracyStudyConfig:
         haystack, chat: task prompt options (``None``: each task's default haystack, the chat
             template when the tokenizer has one).
         dtype, device: model precision and device (``None``: float32 on CPU, bfloat16 on CUDA).
+        allow_beyond_native: run prompt lengths beyond the model's native maximum
+            (``config.max_position_embeddings``), which are refused by default. The check is on the
+            prompt: the answer's few generated tokens may pass the maximum by ``max_new_tokens``.
     """
 
     model: str = "smollm2-135m"
@@ -124,7 +144,7 @@ class AccuracyStudyConfig:
     local: int = 256
     page_size: int = 16
     budget: int = 512
-    gqa: str = "group_sum"
+    gqa: str = "per_query_head"
     dense_layers: int = 0
     streaming_llm_local: int | None = None
     random_heads_seed: int = 0
@@ -136,6 +156,7 @@ class AccuracyStudyConfig:
     chat: bool | None = None
     dtype: str | None = None
     device: str | None = None
+    allow_beyond_native: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(check_list("tasks", self.tasks, lambda n, v: check_choice(n, v, TASKS))))
@@ -292,83 +313,124 @@ def decode_tail_of(sample, config: AccuracyStudyConfig) -> int:
     return config.decode_tail
 
 
-def evaluate_batch(model, tokenizer, samples, config: AccuracyStudyConfig, heads: HeadSets, methods) -> list[dict]:
-    """Run ``methods`` on a batch of samples of equal length and decode tail; a record per (sample, method).
+@dataclasses.dataclass
+class PrefilledBatch:
+    """Samples of equal length and decode tail, tokenised, with their shared dense prefill."""
 
-    KV read and stored fractions come from the policy's counters, summed over the batch (samples of
-    equal length read the same fractions up to the answer lengths).
-    """
+    samples: list
+    ids: object  # [B, T] token ids
+    length: int
+    tail: int
+    max_new: list[int]
+    eos: list[int]
+    prefix_kv: list | None  # per-layer post-RoPE (keys, values) of the context (prefill="dense")
+    prefill_seconds: float
+
+
+def prefill_batch(model, samples, config: AccuracyStudyConfig) -> PrefilledBatch:
+    """Tokenise a batch and (``prefill="dense"``) prefill its context once for every method."""
     import torch
 
-    from ..attention.hf import apply_policy, eos_token_ids, generate_with_policy
+    from ..attention.hf import check_context_length, eos_token_ids
 
     device = next(model.parameters()).device
     T = samples[0].length
     tail = decode_tail_of(samples[0], config)
     if any(s.length != T or decode_tail_of(s, config) != tail for s in samples):
         raise ParameterError("samples", [s.sample_id for s in samples], "samples of equal length and decode tail")
+    check_context_length(model, T, config.allow_beyond_native, name="lengths", detail=f"sample {samples[0].sample_id}")
     ids = torch.tensor([s.input_ids for s in samples], device=device)
-    max_new = [s.max_new_tokens for s in samples]
-    eos = eos_token_ids(model)
-    records = []
-    prefix_kv = None
-    prefill_seconds = 0.0
+    prefix_kv, seconds = None, 0.0
+    if config.prefill == "dense":
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            prefix_kv = _dense_prefix_kv(model, ids[:, : T - tail])
+        seconds = time.perf_counter() - t0
+    return PrefilledBatch(
+        list(samples), ids, T, tail, [s.max_new_tokens for s in samples], eos_token_ids(model), prefix_kv, seconds
+    )
+
+
+def run_method(model, tokenizer, batch: PrefilledBatch, config: AccuracyStudyConfig, heads: HeadSets, method: str) -> list[dict]:
+    """One method on a prefilled batch: a record per sample (``seconds`` excludes the shared prefill)."""
+    import torch
+
+    from ..attention.hf import apply_policy, generate_with_policy
+
+    samples, ids, T, tail, max_new, eos = batch.samples, batch.ids, batch.length, batch.tail, batch.max_new, batch.eos
+    policy, cfg, mask = METHOD_POLICY[method], config.method_config(method), heads.for_method(method)
+    selector = METHOD_SELECTOR.get(method)
+    t0 = time.perf_counter()
     with torch.inference_mode():
         if config.prefill == "dense":
-            t0 = time.perf_counter()
-            prefix_kv = _dense_prefix_kv(model, ids[:, : T - tail])
-            prefill_seconds = time.perf_counter() - t0
-        for method in methods:
-            t0 = time.perf_counter()
-            policy, cfg, mask = METHOD_POLICY[method], config.method_config(method), heads.for_method(method)
-            if config.prefill == "dense":
-                with apply_policy(model, policy, cfg, mask) as handle:
-                    cache = handle.new_cache()
-                    for layer, (k, v) in enumerate(prefix_kv):
-                        cache.update(k, v, layer)
-                    new = _greedy_decode(model, cache, ids[:, T - tail :], max_new, eos)
-                    stats = handle.stats()
-            else:
-                result = generate_with_policy(
-                    model, ids, policy, cfg, mask, max_new_tokens=max(max_new),
-                    prefill_chunk_size=config.prefill_chunk_size, decode_prompt_tail=tail,
-                )
-                new, stats = [], result.stats
-                for b, row in enumerate(result.new_tokens.tolist()):
-                    kept = []
-                    for t in row[: max_new[b]]:
-                        kept.append(int(t))
-                        if t in eos:
-                            break
-                    new.append(kept)
-            seconds = time.perf_counter() - t0 + (prefill_seconds if method == methods[0] else 0.0)
-            for b, sample in enumerate(samples):
-                text = tokenizer.decode([t for t in new[b] if t not in eos], skip_special_tokens=True)
-                records.append(
-                    {
-                        "sample_id": sample.sample_id,
-                        "task": sample.task,
-                        "length": sample.length,
-                        "index": sample.index,
-                        "method": method,
-                        "policy": policy,
-                        "heads": heads.digest(method),
-                        "correct": bool(exact_match(text, sample.answers)),
-                        "prediction": text,
-                        "answers": list(sample.answers),
-                        "new_tokens": new[b],
-                        "decode_tail": tail,
-                        "batch_size": len(samples),
-                        "decode_steps": int(stats["decode_steps"]),
-                        "kv_tokens_read": int(stats["kv_tokens_read"]),
-                        "kv_tokens_read_dense": int(stats["kv_tokens_read_dense"]),
-                        "read_fraction": float(stats["read_fraction"]),
-                        "stored_fraction": float(stats["stored_fraction"]),
-                        "retrieval_ratio": float(stats["retrieval_ratio"]),
-                        "cache": stats["cache"],
-                        "seconds": round(seconds / len(samples), 3),
-                    }
-                )
+            with apply_policy(model, policy, cfg, mask, selector=selector) as handle:
+                cache = handle.new_cache()
+                for layer, (k, v) in enumerate(batch.prefix_kv):
+                    cache.update(k, v, layer)
+                new = _greedy_decode(model, cache, ids[:, T - tail :], max_new, eos)
+                stats = handle.stats()
+        else:
+            result = generate_with_policy(
+                model, ids, policy, cfg, mask, max_new_tokens=max(max_new),
+                prefill_chunk_size=config.prefill_chunk_size, decode_prompt_tail=tail, selector=selector,
+                allow_beyond_native=True,  # the prompt was checked in prefill_batch; answers may pass it by a few tokens
+            )
+            new, stats = [], result.stats
+            for b, row in enumerate(result.new_tokens.tolist()):
+                kept = []
+                for t in row[: max_new[b]]:
+                    kept.append(int(t))
+                    if t in eos:
+                        break
+                new.append(kept)
+    seconds = time.perf_counter() - t0
+    records = []
+    for b, sample in enumerate(samples):
+        text = tokenizer.decode([t for t in new[b] if t not in eos], skip_special_tokens=True)
+        records.append(
+            {
+                "sample_id": sample.sample_id,
+                "task": sample.task,
+                "length": sample.length,
+                "index": sample.index,
+                "method": method,
+                "policy": policy,
+                "heads": heads.digest(method),
+                "correct": bool(exact_match(text, sample.answers)),
+                "prediction": text,
+                "answers": list(sample.answers),
+                "new_tokens": new[b],
+                "decode_tail": tail,
+                "batch_size": len(samples),
+                "decode_steps": int(stats["decode_steps"]),
+                "kv_tokens_read": int(stats["kv_tokens_read"]),
+                "kv_tokens_read_dense": int(stats["kv_tokens_read_dense"]),
+                "read_fraction": float(stats["read_fraction"]),
+                "stored_fraction": float(stats["stored_fraction"]),
+                "retrieval_ratio": float(stats["retrieval_ratio"]),
+                "cache": stats["cache"],
+                "seconds": round(seconds / len(samples), 3),
+            }
+        )
+    return records
+
+
+def evaluate_batch(model, tokenizer, samples, config: AccuracyStudyConfig, heads: HeadSets, methods) -> list[dict]:
+    """Run ``methods`` on a batch of samples of equal length and decode tail; a record per (sample, method).
+
+    One dense prefill serves every method (:func:`prefill_batch`, then :func:`run_method` per
+    method). KV read and stored fractions come from the policy's counters, summed over the batch
+    (samples of equal length read the same fractions up to the answer lengths). The first method's
+    ``seconds`` include the shared prefill.
+    """
+    batch = prefill_batch(model, samples, config)
+    records = []
+    for i, method in enumerate(methods):
+        recs = run_method(model, tokenizer, batch, config, heads, method)
+        if i == 0:
+            for r in recs:
+                r["seconds"] = round(r["seconds"] + batch.prefill_seconds / len(samples), 3)
+        records += recs
     return records
 
 
@@ -391,6 +453,7 @@ def study_identity(config: AccuracyStudyConfig, heads: HeadSets, model) -> dict:
         d.pop(k)
     d.pop("random_heads_seed")  # the head sets are recorded per result (``heads``), so new gates
     d.pop("retrieval_ratio")  # recompute only the methods that use them
+    d.pop("allow_beyond_native")  # a permission, not a knob: refused lengths are never measured
     p = next(model.parameters())
     d.update(
         cache_version=CACHE_VERSION, param_dtype=str(p.dtype), device_type=p.device.type,
@@ -641,6 +704,24 @@ def accuracy_tables(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {"summary": summary_table(records), "cells": cell_table(records), "samples": samples}
 
 
+def profile_parameters(profile: str) -> dict:
+    """The ``tab3_accuracy`` notebook's parameters under ``profile``: its parameter-cell defaults,
+    then the profile's values from ``notebooks/profiles.yaml`` (what the notebook runs with)."""
+    import ast
+
+    import papermill
+    import yaml
+
+    notebooks = repo_root() / "notebooks"
+    inspected = papermill.inspect_notebook(str(notebooks / "tab3_accuracy.ipynb"))
+    params = {name: ast.literal_eval(p["default"]) for name, p in inspected.items()}
+    reg = yaml.safe_load((notebooks / "profiles.yaml").read_text(encoding="utf-8"))
+    profiles = reg["notebooks"]["tab3_accuracy"]["parameters"]
+    check_choice("profile", profile, tuple(profiles))
+    params.update(profiles[profile] or {})
+    return params
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m h2eal_core.experiments.accuracy --profile default``: fill the result cache in the background.
 
@@ -649,10 +730,6 @@ def main(argv: list[str] | None = None) -> int:
     notebook afterwards reads the cache.
     """
     import argparse
-    import ast
-
-    import papermill
-    import yaml
 
     parser = argparse.ArgumentParser(description="Run (or resume) the Table III accuracy study.")
     parser.add_argument("--profile", default="default", help="profile of notebooks/profiles.yaml (tab3_accuracy)")
@@ -664,11 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remeasure", action="store_true", help="do not reuse the committed records of records_dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    notebooks = repo_root() / "notebooks"
-    inspected = papermill.inspect_notebook(str(notebooks / "tab3_accuracy.ipynb"))
-    params = {name: ast.literal_eval(p["default"]) for name, p in inspected.items()}
-    reg = yaml.safe_load((notebooks / "profiles.yaml").read_text(encoding="utf-8"))
-    params.update(reg["notebooks"]["tab3_accuracy"]["parameters"][args.profile] or {})
+    params = profile_parameters(args.profile)
     config = study_config(**params)
     logger.info("study: %s", json.dumps(config.to_dict(), sort_keys=True))
     records = run_accuracy_study(

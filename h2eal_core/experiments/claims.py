@@ -259,6 +259,62 @@ def accuracy_row(claim: Claim, summary: pd.DataFrame | None, *, method: str = "h
             "configuration": configuration, "reason": reason}
 
 
+def frontier_accuracy_rows(claim: Claim, table3: pd.DataFrame | None, within: pd.DataFrame | None = None,
+                           *, method: str = "h2eal") -> pd.DataFrame:
+    """The accuracy claim judged on the second-generation study (``accuracy_frontier``), one row per model.
+
+    Quest runs as its authors run it (``per_query_head`` page sets). ``reproduced`` when the paper's
+    drop lies inside our 95% interval at the operating point; the reason adds the smallest measured KV
+    read fraction at which H2EAL's drop is within one point of full attention (the claim in a form
+    one can check).
+    """
+    if table3 is None or table3.empty:
+        return pd.DataFrame()
+    rows = []
+    for model, g in table3.groupby("model", sort=True):
+        full_gqa = g[g["method"] == "full"]
+        r = g[(g["method"] == method) & (g["gqa"] == "per_query_head")]
+        base = {"claim": claim.id, "metric": f"mean accuracy drop of {method} vs full (points), per_query_head pages",
+                "scope": f"{model}, frontier tasks", "paper": f"{claim.value:.2f}"}
+        if r.empty:
+            rows.append({**base, "ours": "n/a", "verdict": "not run", "configuration": "", "reason": f"no {method} arm in the table"})
+            continue
+        r = r.iloc[0]
+        drop, lo, hi = float(r["drop_pp"]), float(r["drop_ci_low_pp"]), float(r["drop_ci_high_pp"])
+        verdict = "reproduced" if lo <= claim.value <= hi else "differs"
+        reason = f"95% CI of our drop {lo:.2f} to {hi:.2f} points over n={int(r['n_samples'])} paired samples"
+        if verdict == "differs":
+            reason += "; the paper's value lies outside it" + (" (ours is larger)" if lo > claim.value else " (ours is smaller)")
+        if within is not None and not within.empty:
+            w = within[(within["model"] == model) & (within["method"] == method) & (within["gqa"] == "per_query_head")]
+            if len(w):
+                w = w.iloc[0]
+                est, conf = float(w["estimate_read_fraction"]), float(w["confirmed_read_fraction"])
+                reason += ("; within 1 point of full from KV read " + (f"{est:.3f}" if est == est else "never (on the budgets measured)")
+                           + ", confirmed (CI) from " + (f"{conf:.3f}" if conf == conf else "never")
+                           + f", largest read measured {float(w['largest_read_fraction_measured']):.3f}")
+        n_full = int(full_gqa["n_samples"].iloc[0]) if len(full_gqa) else 0
+        configuration = (f"budget {int(r['budget'])}, KV read {float(r['kv_read_fraction']):.3f}, stored "
+                         f"{float(r['kv_stored_fraction']):.3f} of full; full attention {100 * float(full_gqa['accuracy'].iloc[0]):.1f}% "
+                         f"on {n_full} samples (accuracy_frontier)" if len(full_gqa) else f"budget {int(r['budget'])}")
+        rows.append({**base, "ours": f"{drop:.2f}", "ours_low": lo, "ours_high": hi, "verdict": verdict,
+                     "configuration": configuration, "reason": reason})
+    return pd.DataFrame(rows)
+
+
+def read_frontier_results(frontier_results: str | Path | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Table III second generation (``accuracy_frontier_table3.csv``) and, beside it, the
+    within-one-point table; ``None``/``""`` skips them."""
+    if not frontier_results:
+        return None, None
+    path = resolve_repo_path(frontier_results)
+    if not path.is_file():
+        raise ParameterError("frontier_results", str(frontier_results), "an existing results CSV; produce it with "
+                             "`python -m h2eal_core reproduce --only accuracy_frontier` or pass '' to skip the claim")
+    within = path.with_name(path.name.replace("_table3", "_within_one_point"))
+    return pd.read_csv(path), (pd.read_csv(within) if within.is_file() else None)
+
+
 def statement_rows(claims: list[Claim], *, hardware: str = "h2eal_hb", head_sparsity: pd.DataFrame | None = None,
                    contexts=hw_grid.DEFAULT_CONTEXTS) -> pd.DataFrame:
     """Evidence for the paper's qualitative statements, computed with the package."""
@@ -324,8 +380,13 @@ def read_study_results(accuracy_results: str | Path | None, head_sparsity_result
 
 def claims_table(*, hardware: str = "h2eal_hb", accuracy_summary: pd.DataFrame | None = None,
                  head_sparsity: pd.DataFrame | None = None, end_tolerance: float = 0.25, order_factor: float = 10.0,
-                 with_bands: bool = True, readings: list[str | None] | None = None) -> pd.DataFrame:
-    """Every claim of ``data/paper_claims.yaml`` with ours, the configuration and the verdict."""
+                 with_bands: bool = True, readings: list[str | None] | None = None,
+                 frontier_table3: pd.DataFrame | None = None, frontier_within: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every claim of ``data/paper_claims.yaml`` with ours, the configuration and the verdict.
+
+    The accuracy claim gets a row from the first-generation table (``accuracy_summary``) and, when
+    given, one per model from the second-generation study (``frontier_table3``, ``frontier_within``).
+    """
     load_hardware(hardware)  # fail early with the list of known configurations
     claims = load_claims()
     parts = [hardware_range_rows(claims, hardware=hardware, end_tolerance=end_tolerance, order_factor=order_factor,
@@ -333,6 +394,7 @@ def claims_table(*, hardware: str = "h2eal_hb", accuracy_summary: pd.DataFrame |
     for claim in claims:
         if claim.kind == "value" and claim.id == "accuracy_drop":
             parts.append(pd.DataFrame([accuracy_row(claim, accuracy_summary)]))
+            parts.append(frontier_accuracy_rows(claim, frontier_table3, frontier_within))
     parts.append(statement_rows(claims, hardware=hardware, head_sparsity=head_sparsity))
     table = pd.concat(parts, ignore_index=True)
     quotes = {c.id: c.quote for c in claims}

@@ -284,3 +284,58 @@ def draw_maps(heads: pd.DataFrame, summary: pd.DataFrame, *, ncols: int = 4, tit
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def identified_gates(gate_dirs, *, ratio: float = 0.5) -> pd.DataFrame:
+    """The identified gates of every real model measured here, one row per (model, layer, KV head).
+
+    ``gate_dirs``: folders holding ``full_attention_heads.tsv`` and ``config.json`` (written by
+    :mod:`h2eal_core.identify`); the model name and training preset come from ``config.json``.
+    ``retrieval`` is the head's class after binarising at ``ratio`` (a global quantile, as the
+    policies deploy it).
+    """
+    import json
+    from pathlib import Path
+
+    from ..identify.gates import binarize, read_gates
+    from ..io import resolve_repo_path
+
+    rows = []
+    for d in gate_dirs:
+        folder = resolve_repo_path(d)
+        if not (folder / "full_attention_heads.tsv").is_file():
+            raise ParameterError("gate_dirs", str(d), "folders with full_attention_heads.tsv (python -m h2eal_core.identify)")
+        meta = json.loads((folder / "config.json").read_text(encoding="utf-8")) if (folder / "config.json").is_file() else {}
+        alpha = read_gates(folder)
+        mask = binarize(alpha, ratio)
+        model = meta.get("model", Path(str(d)).name)
+        for layer in range(alpha.shape[0]):
+            for head in range(alpha.shape[1]):
+                rows.append({"model": model, "preset": meta.get("preset", "-"), "steps": meta.get("steps_completed", -1),
+                             "layer": layer, "kv_head": head, "alpha": float(alpha[layer, head]),
+                             "retrieval": bool(mask[layer, head])})
+    return pd.DataFrame(rows)
+
+
+def draw_identified_gates(gates: pd.DataFrame):
+    """One heat map of identified gates per model (layers x KV heads; retrieval heads outlined)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    models = list(dict.fromkeys(gates["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models) + 1, 6), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        g = gates[gates.model == model]
+        a = g.pivot(index="layer", columns="kv_head", values="alpha").to_numpy()
+        r = g.pivot(index="layer", columns="kv_head", values="retrieval").to_numpy()
+        im = ax.imshow(a, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        for (layer, head), is_retrieval in np.ndenumerate(r):
+            if is_retrieval:
+                ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=0.8))
+        ax.set_xticks(range(a.shape[1]))
+        ax.set_xlabel("KV head")
+        ax.set_ylabel("layer")
+        ax.set_title(f"{model}\n{int(r.sum())} of {r.size} retrieval heads (outlined)", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), label="identified gate alpha (1: needs full context)")
+    return fig
+
