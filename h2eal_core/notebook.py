@@ -352,6 +352,28 @@ def _at_least_float(minimum: float):
     return lambda n, v: check_number(n, v, minimum=minimum)
 
 
+def _gqa(n, v):
+    from .attention.config import GQA_MODES
+
+    return check_choice(n, v, GQA_MODES)
+
+
+def _study_model(n, v):
+    """A model of the accuracy frontier's presets, or an existing local model folder."""
+    from .experiments.frontier import MODEL_PRESETS
+
+    if isinstance(v, str) and v not in MODEL_PRESETS and _resolve(v).is_dir():
+        return v
+    return check_choice(n, v, list(MODEL_PRESETS))
+
+
+def _gate_folder(n, v):
+    """An existing folder holding full_attention_heads.tsv."""
+    if isinstance(v, str) and (_resolve(v) / "full_attention_heads.tsv").is_file():
+        return v
+    raise ParameterError(n, v, "an existing folder with full_attention_heads.tsv (python -m h2eal_core.identify)")
+
+
 _POSITIVE_INT = Domain("an integer >= 1", _int_at_least(1), 0)
 _NONNEGATIVE_INT = Domain("an integer >= 0", _int_at_least(0), -1)
 _CONTEXTS = Domain("a non-empty list of context lengths (integers >= 1, tokens)", _list_of(_int_at_least(1)), [4096, 0])
@@ -377,6 +399,9 @@ PARAMETER_DOMAINS: dict[str, Domain] = {
     "trends_csv": Domain("'' (the project's data) or an existing CSV file", _optional_existing_file, "no_such_trends.csv"),
     "accuracy_results": Domain("'' (skip) or an existing CSV file", _optional_existing_file, "../data/results/no_such.csv"),
     "head_sparsity_results": Domain("'' (skip) or an existing CSV file", _optional_existing_file, "../data/results/no_such.csv"),
+    "frontier_results": Domain("'' (skip) or an existing CSV file", _optional_existing_file, "../data/results/no_such.csv"),
+    "identified_gate_dirs": Domain("a non-empty list of folders with identified gates", _list_of(_gate_folder),
+                                   ["../data/head_patterns/no-such-model"]),
     # models
     "model": Domain("a model shape, a built-in model or an existing local model folder", _model, "llama-9b"),
     "models": _SHAPES_OR_ALL,
@@ -414,11 +439,21 @@ PARAMETER_DOMAINS: dict[str, Domain] = {
     "streaming_llm_local": Domain("-1 (budget - sink) or an integer >= 1", _minus_one_or_at_least(1), 0),
     "decode_tail": Domain("-1 (each sample's question tail) or an integer >= 1", _minus_one_or_at_least(1), 0),
     "prefill": Domain("'dense' or 'policy'", _prefill, "sparse"),
+    "gqa": Domain("a GQA page-set mode: group_sum, group_max or per_query_head", _gqa, "by_head"),
     # samples and tasks
     "tasks": Domain("a non-empty list of task names (h2eal_core.tasks.TASKS)", _list_of(_task), ["passkeys"]),
     "task": Domain("a task name (h2eal_core.tasks.TASKS)", _task, "passkeys"),
     "methods": Domain("a non-empty list of accuracy methods", _list_of(_method), ["fastest"]),
     "n_samples": _POSITIVE_INT,
+    # accuracy frontier (second-generation Table III)
+    "study_models": Domain("a non-empty list of frontier models (h2eal_core.experiments.frontier.MODEL_PRESETS) or local folders",
+                           _list_of(_study_model), ["llama-9b"]),
+    "measure": _BOOL,
+    "measure_tasks": Domain("a list of task names (empty: the model preset's)", _list_of(_task, min_length=0), ["passkeys"]),
+    "measure_lengths": Domain("a list of prompt lengths >= 1 (empty: the model preset's)", _list_of(_int_at_least(1), min_length=0), [0]),
+    "measure_budgets": Domain("a list of token budgets >= 1 (empty: 256-4096)", _list_of(_int_at_least(1), min_length=0), [0]),
+    "measure_n_samples": Domain("-1 (the model preset's) or an integer >= 1", _minus_one_or_at_least(1), 0),
+    "gap_samples": _NONNEGATIVE_INT,
     "n_queries": _POSITIVE_INT,
     "index": _NONNEGATIVE_INT,
     # schematic drawings
