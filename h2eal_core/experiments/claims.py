@@ -238,6 +238,15 @@ def hardware_range_rows(claims: list[Claim], *, hardware: str = "h2eal_hb", cont
     return pd.DataFrame(rows)
 
 
+def drop_verdict(claim: Claim, lo: float, hi: float, over: str) -> tuple[str, str]:
+    """``reproduced`` when the paper's drop lies in our 95% interval ``[lo, hi]``, else ``differs``; and the reason."""
+    verdict = "reproduced" if lo <= claim.value <= hi else "differs"
+    reason = f"95% CI of our drop {lo:.2f} to {hi:.2f} points over {over}"
+    if verdict == "differs":
+        reason += "; the paper's value lies outside it" + (" (ours is larger)" if lo > claim.value else " (ours is smaller)")
+    return verdict, reason
+
+
 def accuracy_row(claim: Claim, summary: pd.DataFrame | None, *, method: str = "h2eal") -> dict:
     """The mean accuracy drop of ``method`` vs full attention, from the accuracy study's summary."""
     base = {"claim": claim.id, "metric": f"mean accuracy drop of {method} vs full (points)", "scope": "SmolLM2-135M, study tasks",
@@ -249,10 +258,7 @@ def accuracy_row(claim: Claim, summary: pd.DataFrame | None, *, method: str = "h
         raise ParameterError("method", method, "a method of the accuracy summary: " + ", ".join(map(str, summary["method"].unique())))
     r = rows.iloc[0]
     drop, lo, hi = float(r["drop_vs_full_pp"]), float(r["drop_ci_low_pp"]), float(r["drop_ci_high_pp"])
-    verdict = "reproduced" if lo <= claim.value <= hi else "differs"
-    reason = f"95% CI of our drop {lo:.2f} to {hi:.2f} points over n={int(r['n_samples'])} samples"
-    if verdict == "differs":
-        reason += "; the paper's value lies outside it" + (" (ours is larger)" if lo > claim.value else " (ours is smaller)")
+    verdict, reason = drop_verdict(claim, lo, hi, f"n={int(r['n_samples'])} samples")
     configuration = (f"{int(r['n_cells'])} task x length cells, {int(r['n_samples'])} samples; "
                      f"KV read {float(r['kv_read_fraction']):.3f}, stored {float(r['kv_stored_fraction']):.3f} of full (tab3_accuracy)")
     return {**base, "ours": f"{drop:.2f}", "ours_low": lo, "ours_high": hi, "verdict": verdict,
@@ -281,10 +287,7 @@ def frontier_accuracy_rows(claim: Claim, table3: pd.DataFrame | None, within: pd
             continue
         r = r.iloc[0]
         drop, lo, hi = float(r["drop_pp"]), float(r["drop_ci_low_pp"]), float(r["drop_ci_high_pp"])
-        verdict = "reproduced" if lo <= claim.value <= hi else "differs"
-        reason = f"95% CI of our drop {lo:.2f} to {hi:.2f} points over n={int(r['n_samples'])} paired samples"
-        if verdict == "differs":
-            reason += "; the paper's value lies outside it" + (" (ours is larger)" if lo > claim.value else " (ours is smaller)")
+        verdict, reason = drop_verdict(claim, lo, hi, f"n={int(r['n_samples'])} paired samples")
         if within is not None and not within.empty:
             w = within[(within["model"] == model) & (within["method"] == method) & (within["gqa"] == "per_query_head")]
             if len(w):

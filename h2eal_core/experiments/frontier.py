@@ -48,8 +48,8 @@ import numpy as np
 import pandas as pd
 
 from ..io import repo_root, resolve_repo_path, write_text_atomic
-from ..tasks import HAYSTACKS, TASKS, generate_sample, wilson_interval
-from ..validation import ParameterError, check_choice, check_fraction, check_list, check_positive_int
+from ..tasks import TASKS, generate_sample, wilson_interval
+from ..validation import ParameterError, check_choice, check_list, check_positive_int
 from .accuracy import (
     METHOD_LABEL,
     METHODS,
@@ -157,11 +157,7 @@ class FrontierConfig:
         for b in (*self.budgets, self.table_budget):
             if b <= self.sink:
                 raise ParameterError("budgets", b, f"budgets > sink = {self.sink} (StreamingLLM's window is budget - sink)")
-        if self.retrieval_ratio is not None:
-            check_fraction("retrieval_ratio", self.retrieval_ratio)
-        if self.haystack is not None:
-            check_choice("haystack", self.haystack, HAYSTACKS)
-        self.study(self.table_budget, self.gqa)  # validates the attention knobs and the rest
+        self.study(self.table_budget, self.gqa)  # validates gqa, the attention knobs, haystack, dtype and the rest
 
     def study(self, budget: int, gqa: str) -> AccuracyStudyConfig:
         """The first-generation study configuration one arm runs with."""
