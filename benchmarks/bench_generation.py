@@ -1,6 +1,8 @@
 """Benchmark: real-model decode under each policy (what a user of the Hugging Face integration gets).
 
-SmolLM2-135M (the offline GGUF model, float32 on CPU) at contexts of 2K, 4K and 8K tokens. For each
+``--model smollm2-135m`` (default; the offline GGUF model, float32 on CPU) at contexts of 2K, 4K and
+8K tokens, or ``--model qwen2.5-coder-0.5b`` (the Q4_K_M GGUF dequantised to float32) at 8K, 16K and
+32K tokens (its native maximum), each with the gates identified on it. For each
 context one dense prefill is shared by every policy: the prompt's first ``T - warmup - steps``
 tokens are prefilled once (the largest context; shorter ones use its prefix, equal by causality)
 and written into each policy's :class:`~h2eal_core.attention.hf.PolicyCache` with ``update``
@@ -12,8 +14,8 @@ policy does the same work on the same tokens) and each step is timed. The polici
 Policies: ``full`` (the model's own SDPA attention through the policy's cache), ``full_fused``
 (``full`` with this package's fused dense kernel at decode, ``dense_decode_kernel="fused"``: the
 fastest dense decode, see bench_attention.py), ``streaming_llm``, ``quest``, ``duo``, ``h2eal``.
-Retrieval heads (duo, h2eal): the gates identified on this model
-(``data/head_patterns/smollm2-135m``), binarised at the default 50% (GQA).
+Retrieval heads (duo, h2eal): the gates identified on the model
+(``data/head_patterns/<model>``), binarised at the default 50% (GQA).
 
 Per (context, policy) the CSV row gives:
 
@@ -32,8 +34,9 @@ Per (context, policy) the CSV row gives:
 
 Outputs under ``benchmarks/results/`` (``build/benchmarks/`` with ``--quick``):
 ``bench_generation.csv``, ``bench_generation.md`` (the table of the README) and
-``bench_generation.png`` (latency per token and its attention part, per context and policy).
-Run: ``python benchmarks/bench_generation.py [--quick] [--threads N]``.
+``bench_generation.png`` (latency per token and its attention part, per context and policy) for
+SmolLM2; ``bench_generation_<model>.*`` for another model.
+Run: ``python benchmarks/bench_generation.py [--model M] [--quick] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -55,7 +58,12 @@ from h2eal_core.attention import hf, selectors
 from h2eal_core.io import save_table
 
 ROOT = Path(__file__).resolve().parents[1]
-GATES = ROOT / "data" / "head_patterns" / "smollm2-135m"
+GATE_ROOT = ROOT / "data" / "head_patterns"
+#: per benchmarked model: its display name and default contexts (the issue's lengths; Qwen up to its native 32K)
+MODELS = {
+    "smollm2-135m": ("SmolLM2-135M", (2048, 4096, 8192)),
+    "qwen2.5-coder-0.5b": ("Qwen2.5-Coder-0.5B", (8192, 16384, 32768)),
+}
 POLICIES = ("full", "full_fused", "streaming_llm", "quest", "duo", "h2eal")
 FILLER = (
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
@@ -141,11 +149,17 @@ def prompt_ids(tokenizer, n_tokens: int) -> torch.Tensor:
         repeats += repeats // 8 + 1
 
 
-def retrieval_heads(model) -> np.ndarray:
+def retrieval_heads(model, name: str = "smollm2-135m") -> np.ndarray:
+    """The gates identified on model ``name`` (``data/head_patterns/<name>``), binarised at the default ratio."""
     from h2eal_core.identify.gates import binarize, model_gate_shape, read_gates
 
     shape = model_gate_shape(model)
-    return binarize(read_gates(GATES, shape=shape), SparseAttentionConfig().retrieval_ratio_for("GQA"))
+    return binarize(read_gates(GATE_ROOT / name, shape=shape), SparseAttentionConfig().retrieval_ratio_for("GQA"))
+
+
+def output_stem(model: str) -> str:
+    """``bench_generation`` for SmolLM2 (the committed name), ``bench_generation_<model>`` otherwise."""
+    return "bench_generation" if model == "smollm2-135m" else f"bench_generation_{model}"
 
 
 def dense_prefill(model, ids: torch.Tensor, chunk: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -229,7 +243,7 @@ def markdown_table(df: pd.DataFrame) -> str:
         lines.append("| " + " | ".join(fmt.format(int(r[c]) if fmt == "{:d}" else r[c]) for c, _, fmt in cols) + " |")
     r = df.iloc[0]
     lines.append("")
-    lines.append(f"SmolLM2-135M, {r['device']} ({r['device_name']}), {r['dtype']}, {int(r['threads'])} thread(s), {int(r['steps'])} timed "
+    lines.append(f"{MODELS.get(r['model'], (r['model'],))[0]}, {r['device']} ({r['device_name']}), {r['dtype']}, {int(r['threads'])} thread(s), {int(r['steps'])} timed "
                  f"steps per policy; load average {df['load_avg_1min'].min():.2f}-{df['load_avg_1min'].max():.2f} during the run.")
     return "\n".join(lines) + "\n"
 
@@ -254,7 +268,7 @@ def plot(df: pd.DataFrame, path: Path) -> None:
         ax.set_title(f"T = {T // 1024}K")
         ax.set_ylabel("decode latency per token (ms)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"SmolLM2-135M decode per policy ({df['device'].iloc[0]}, {df['dtype'].iloc[0]}, {df['threads'].iloc[0]} thread(s), "
+    fig.suptitle(f"{MODELS.get(df['model'].iloc[0], (df['model'].iloc[0],))[0]} decode per policy ({df['device'].iloc[0]}, {df['dtype'].iloc[0]}, {df['threads'].iloc[0]} thread(s), "
                  f"load average {df['load_avg_1min'].max():.1f}; bars p10-p90)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -263,8 +277,10 @@ def plot(df: pd.DataFrame, path: Path) -> None:
 
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2K only, 8 timed steps (development; under the 32-step spec)")
-    parser.add_argument("--contexts", type=int, nargs="+", default=None, help="context lengths (default 2048 4096 8192)")
+    parser.add_argument("--model", default="smollm2-135m", choices=tuple(MODELS), help="the real model (default smollm2-135m)")
+    parser.add_argument("--quick", action="store_true", help="the smallest default context only, 8 timed steps (development; under the 32-step spec)")
+    parser.add_argument("--contexts", type=int, nargs="+", default=None,
+                        help="context lengths (default 2048 4096 8192 for SmolLM2, 8192 16384 32768 for Qwen)")
     parser.add_argument("--steps", type=int, default=None, help="timed decode steps per policy (default 32)")
     parser.add_argument("--warmup", type=int, default=4, help="decode steps run before timing")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
@@ -279,16 +295,18 @@ def main(argv=None) -> pd.DataFrame:
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     steps = args.steps or (8 if args.quick else 32)
-    contexts = sorted(args.contexts or ([2048] if args.quick else [2048, 4096, 8192]))
+    display, default_contexts = MODELS[args.model]
+    contexts = sorted(args.contexts or (default_contexts[:1] if args.quick else default_contexts))
     out_dir = Path(args.out) if args.out else (ROOT / "build" / "benchmarks" if args.quick else ROOT / "benchmarks" / "results")
     load = os.getloadavg()
-    model, tokenizer = load_model("smollm2-135m", device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device)
+    hf.check_context_length(model, max(contexts), name="contexts")  # refused beyond the native maximum
     dtype = next(model.parameters()).dtype
     config = SparseAttentionConfig()
-    heads = retrieval_heads(model)
+    heads = retrieval_heads(model, args.model)
     n_decode = args.warmup + steps
     ids = prompt_ids(tokenizer, max(contexts)).to(args.device)
-    print(f"SmolLM2-135M on {args.device} ({dtype}), {torch.get_num_threads()} thread(s), load average {load[0]:.2f}; "
+    print(f"{display} on {args.device} ({dtype}), {torch.get_num_threads()} thread(s), load average {load[0]:.2f}; "
           f"prefill {max(contexts) - n_decode} tokens...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     kv_all = dense_prefill(model, ids[:, : max(contexts) - n_decode], args.prefill_chunk)
@@ -313,22 +331,23 @@ def main(argv=None) -> pd.DataFrame:
     df["speedup_vs_full"] = df["context_len"].map(full) / df["latency_ms_median"] if len(full) else np.nan
     df["kv_MB"] = df["kv_bytes"] / 1e6
     df["kv_vs_full"] = df["kv_bytes"] / df["context_len"].map(full_kv) if full_kv is not None else np.nan
-    meta = {"model": "smollm2-135m", "device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_model(),
+    meta = {"model": args.model, "device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_model(),
             "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads()}
     for i, (k, v) in enumerate(meta.items()):
         df.insert(i, k, v)
     order = ["model", "device", "device_name", "dtype", "threads", "context_len", "policy"]
     df = df[order + [c for c in df.columns if c not in order]]
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = save_table(df, "bench_generation", out_dir)
-    (out_dir / "bench_generation.md").write_text(markdown_table(df))
-    plot(df, out_dir / "bench_generation.png")
+    stem = output_stem(args.model)
+    path = save_table(df, stem, out_dir)
+    (out_dir / f"{stem}.md").write_text(markdown_table(df))
+    plot(df, out_dir / f"{stem}.png")
     print(markdown_table(df))
     if {"h2eal", "full"} <= set(args.policies):
         T = max(contexts)
         h = df[(df["context_len"] == T) & (df["policy"] == "h2eal")].iloc[0]
         print(f"at T={T}: h2eal / fastest full decode latency = {1 / h['speedup_vs_full']:.3f}; KV bytes h2eal / full = {h['kv_vs_full']:.3f}")
-    print(f"written: {path}, {out_dir / 'bench_generation.md'}, {out_dir / 'bench_generation.png'}")
+    print(f"written: {path}, {out_dir / f'{stem}.md'}, {out_dir / f'{stem}.png'}")
     return df
 
 

@@ -12,7 +12,7 @@ Reports the wall time of the grid and points per second for:
   plays every merge tree; its agreement with the analytic latency is printed too.
 
 The ratio of the two rates is printed, so a busier machine changes both sides. Target (issues 4, 9):
-the whole grid (10 models x 6 contexts x 4 designs = 240 points) in under 2 s on 2 cores. Writes ``build/benchmarks/bench_hardware.csv``.
+the whole grid (every model of data/models x 6 contexts x 4 designs; 264 points with 11 models) in under 2 s on 2 cores. Writes ``build/benchmarks/bench_hardware.csv``.
 
 Usage: ``python benchmarks/bench_hardware.py [--quick]``
 """

@@ -19,6 +19,7 @@ SPEC_TABLE = {  # SPEC section 3: layers, hidden, q heads, kv heads, head dim, f
     "llama-3.2-3b": (28, 3072, 24, 8, 128, 8192, 128256, "GQA"),
     "qwen2.5-1.5b": (28, 1536, 12, 2, 128, 8960, 151936, "GQA"),
     "qwen2.5-3b": (36, 2048, 16, 2, 128, 11008, 151936, "GQA"),
+    "qwen2.5-coder-0.5b": (24, 896, 14, 2, 64, 4864, 151936, "GQA"),  # issue 10: the second real model
     "phi-3.5-mini": (32, 3072, 32, 32, 96, 8192, 32064, "MHA"),
     "gemma-2b": (18, 2048, 8, 1, 256, 16384, 256000, "MQA"),
     "llama-2-7b-32k": (32, 4096, 32, 32, 128, 11008, 32000, "MHA"),

@@ -41,6 +41,12 @@ def test_qwen_shapes_match_the_issue(qwen):
     c = model.config
     assert (c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.hidden_size // c.num_attention_heads) == (24, 14, 2, 64)
     assert c.max_position_embeddings == 32768
+    # the hardware model's shape of this model (data/models/qwen2.5-coder-0.5b.yaml) is the one loaded
+    from h2eal_core.models.shape import load_model_shape, model_shape_from_hf_config
+
+    fields = ("n_layers", "hidden_size", "n_q_heads", "n_kv_heads", "head_dim", "ffn_size", "vocab_size", "max_context")
+    loaded, committed = model_shape_from_hf_config(c, MODEL), load_model_shape(MODEL)
+    assert {f: getattr(loaded, f) for f in fields} == {f: getattr(committed, f) for f in fields}
 
 
 def test_passkey_at_4k_full_h2eal_and_oracle_not_below_quest(qwen):

@@ -523,6 +523,30 @@ def cache_path(cache_dir: str | os.PathLike, identity: dict, model_name: str) ->
     return Path(cache_dir) / f"accuracy_{slug}_{digest}.jsonl"
 
 
+def plan_batches(config: AccuracyStudyConfig, items) -> list[tuple[int, int, tuple, list]]:
+    """The batches of a study's missing work, in the order the study runs them.
+
+    ``items``: ``(task, length, index, decode_tail, missing_methods, payload)`` per sample. Samples
+    of one length are taken in index blocks of ``max(1, batch_tokens // length)``; inside a block,
+    samples of equal ``(task, decode_tail, missing_methods)`` form one batch (their payloads, in
+    the order given). Batches are ordered by block, then length, then that key, so that an
+    interrupted study has balanced cells. Returns ``(block_start, length, key, payloads)`` per
+    batch. Shared by :func:`run_accuracy_study` and the Dask work units
+    (:func:`~h2eal_core.experiments.accuracy_cluster.plan_units`).
+    """
+    batches = []
+    for length in config.lengths:
+        size = max(1, config.batch_tokens // length)
+        for start in range(0, config.n_samples, size):
+            groups: dict = {}
+            for task, s_length, index, tail, methods, payload in items:
+                if s_length == length and start <= index < start + size and methods:
+                    groups.setdefault((task, tail, tuple(methods)), []).append(payload)
+            batches += [(start, length, k, v) for k, v in sorted(groups.items(), key=lambda kv: kv[0])]
+    batches.sort(key=lambda b: (b[0], b[1]))  # index block first, then length (stable inside)
+    return batches
+
+
 def run_accuracy_study(
     config: AccuracyStudyConfig,
     *,
@@ -585,16 +609,7 @@ def run_accuracy_study(
                 missing = tuple(m for m in config.methods if not cache.has(sample, m, heads.digest(m)))
                 if missing:
                     todo.append((sample, missing))
-    batches = []
-    for length in config.lengths:
-        size = max(1, config.batch_tokens // length)
-        for start in range(0, config.n_samples, size):
-            chunk = [(s, m) for s, m in todo if s.length == length and start <= s.index < start + size]
-            groups: dict = {}
-            for s, m in chunk:
-                groups.setdefault((s.task, decode_tail_of(s, config), m), []).append(s)
-            batches += [(start, length, k, v) for k, v in sorted(groups.items(), key=lambda kv: kv[0])]
-    batches.sort(key=lambda b: (b[0], b[1]))  # index block first, then length: balanced partial results
+    batches = plan_batches(config, [(s.task, s.length, s.index, decode_tail_of(s, config), m, s) for s, m in todo])
     bar = tqdm(total=len(todo), disable=not progress, desc="accuracy samples", dynamic_ncols=True)
     for _, length, (task, _tail, methods), samples in batches:
         cache.add(evaluate_batch(model, tokenizer, samples, config, heads, list(methods)))
@@ -652,7 +667,6 @@ def summary_table(records: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, c
     percentile intervals of a paired bootstrap: samples are resampled within each cell with the
     same indices for every method, so the drop's interval accounts for the pairing.
     """
-    cells = cell_table(records)
     methods = [m for m in METHODS if m in set(records.method)]
     groups = sorted(records.groupby(["task", "length"]).groups)
     # correctness matrix per cell: [n_samples, n_methods], samples aligned across methods

@@ -217,21 +217,13 @@ def plan_units(config: acc.AccuracyStudyConfig, samples: list[tuple], missing: d
     sample id -> its missing methods (in the study's method order). Samples of one length are
     taken in index blocks of ``max(1, batch_tokens // length)``; inside a block, samples of equal
     (task, decode tail, missing methods) form one unit. Units are ordered by block, then length,
-    then (task, tail, methods), like :func:`~.accuracy.run_accuracy_study`.
+    then (task, tail, methods): :func:`~.accuracy.plan_batches`, which the in-process study uses too.
     """
-    units = []
-    for length in config.lengths:
-        size = max(1, config.batch_tokens // length)
-        for start in range(0, config.n_samples, size):
-            groups: dict[tuple, list[int]] = {}
-            for task, s_length, index, sample_id, tail in samples:
-                if s_length == length and start <= index < start + size and missing.get(sample_id):
-                    groups.setdefault((task, tail, missing[sample_id]), []).append(index)
-            for (task, tail, methods), indices in sorted(groups.items(), key=lambda kv: kv[0]):
-                units.append({"start": start, "length": length, "task": task, "tail": tail, "methods": methods,
-                              "indices": tuple(indices)})
-    units.sort(key=lambda u: (u["start"], u["length"]))  # stable: (task, tail, methods) order kept inside
-    return units
+    items = [(task, length, index, tail, missing.get(sample_id), index) for task, length, index, sample_id, tail in samples]
+    return [
+        {"start": start, "length": length, "task": task, "tail": tail, "methods": methods, "indices": tuple(indices)}
+        for start, length, (task, tail, methods), indices in acc.plan_batches(config, items)
+    ]
 
 
 def default_n_workers(config: acc.AccuracyStudyConfig) -> int:

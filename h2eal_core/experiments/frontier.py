@@ -76,7 +76,7 @@ MODEL_PRESETS: dict[str, dict] = {
         gates_dir="data/head_patterns/smollm2-135m", lengths=(2048, 4096, 8192), n_samples=8, batch_tokens=32768,
     ),
     "qwen2.5-coder-0.5b": dict(
-        gates_dir="data/head_patterns/qwen2.5-coder-0.5b", lengths=(4096, 8192), n_samples=5, batch_tokens=16384,
+        gates_dir="data/head_patterns/qwen2.5-coder-0.5b", lengths=(4096, 8192, 16384), n_samples=5, batch_tokens=16384,
     ),
     "qwen2.5-coder-1.5b": dict(  # GPU profile (documented, not run on CPU)
         gates_dir="data/head_patterns/qwen2.5-coder-1.5b", lengths=(4096, 8192, 16384, 32768), n_samples=20,

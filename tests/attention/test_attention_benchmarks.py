@@ -57,10 +57,12 @@ def test_summary_gives_min_and_median_over_runs(bench):
         "quest_speedup": [2.0] * 3, "quest_ideal_speedup": [3.2] * 3, "quest_efficiency": [0.6] * 3,
         "dense_GBps": [8.0] * 3, "hybrid_GBps": [6.0] * 3, "copy_GBps": [15.0] * 3,
         "dense_sdpa_grouped_ms": [4.0, 4.2, 4.4], "load_avg_1min": [0.2, 0.4, 0.3],
+        "hybrid_hot_ms": [0.8, 0.7, 0.9], "efficiency_hot_bound": [0.88, 1.05, 0.86],
     })
     s = bench.summarize(runs).iloc[0]
     assert s["runs"] == 3 and s["efficiency_min"] == 0.60 and s["efficiency_median"] == 0.67
     assert s["speedup_min"] == 3.4 and s["dense_decode_vs_fastest_max"] == 1.02 and s["load_avg_1min_max"] == 0.4
+    assert s["hybrid_hot_ms_median"] == 0.8 and s["efficiency_hot_bound_median"] == 0.88
     table = bench.markdown_table(bench.summarize(runs))
     assert table.count("\n") == 3 and "| 1 | 8192 | sdpa_grouped |" in table
 
@@ -74,3 +76,25 @@ def test_generation_instrumentation_restores_the_integration():
         hf.attend  # wrapped
         timers.reset()
     assert (hf.PolicyHandle.attention, hf.PolicyCacheLayer.update, hf.attend, hf._original_function) == before
+
+
+def test_hot_times_call_layer_zero_repeatedly(bench):
+    calls = []
+    hot = bench.hot_times({"f": lambda layer: calls.append(layer)}, repeats=2, device="cpu", calls=5)
+    assert set(calls) == {0} and len(calls) == 1 + 2 * 5  # one warm-up call, then repeats x calls
+    assert hot["f"] > 0
+    times = {"dense_a": [3.0, 2.0], "dense_b": [2.5, 2.4], "hybrid": [0.1]}
+    assert bench.fastest_guess(times) == "dense_a"
+
+
+def test_generation_benchmark_models_and_outputs():
+    from h2eal_core.models.shape import load_model_shape
+
+    gen = load("bench_generation")
+    assert gen.output_stem("smollm2-135m") == "bench_generation"  # the committed SmolLM2 artefacts keep their names
+    assert gen.output_stem("qwen2.5-coder-0.5b") == "bench_generation_qwen2.5-coder-0.5b"
+    for name, (_, contexts) in gen.MODELS.items():
+        assert max(contexts) <= load_model_shape(name).max_context, name  # never beyond the native context
+        assert (gen.GATE_ROOT / name / "full_attention_heads.tsv").is_file(), name  # identified gates committed
+    with pytest.raises(SystemExit):
+        gen.main(["--model", "llama-9b"])  # argparse refuses an unknown model before loading anything

@@ -15,17 +15,6 @@ from h2eal_core.tasks import generate_sample
 from h2eal_core.validation import ParameterError
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model_factory):
-    return tiny_model_factory(eos_token_id=None)
-
-
-@pytest.fixture()
-def gates_dir(tmp_path):
-    write_gates(np.array([[0.9, 0.1], [0.2, 0.8]]), tmp_path / "gates")
-    return str(tmp_path / "gates")
-
-
 def study(gates_dir, **kw):
     base = dict(
         gates_dir=gates_dir, tasks=("passkey", "qa"), lengths=(320,), n_samples=2, sink=4, local=16,

@@ -1,13 +1,11 @@
 """The accuracy study on a 2-worker Dask ``LocalCluster`` equals the in-process study, resumes from the
 same cache and measures nothing twice (a tiny random Llama on the real SmolLM2 tokenizer)."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from h2eal_core.experiments import accuracy as acc
 from h2eal_core.experiments import accuracy_cluster as cl
-from h2eal_core.identify import write_gates
 from h2eal_core.validation import ParameterError
 
 distributed = pytest.importorskip("distributed")
@@ -38,12 +36,6 @@ def gguf():
         return smollm2_gguf_path()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-
-
-@pytest.fixture()
-def gates_dir(tmp_path):
-    write_gates(np.array([[0.9, 0.1], [0.2, 0.8]]), tmp_path / "gates")
-    return str(tmp_path / "gates")
 
 
 def study(gates_dir, **kw):

@@ -13,17 +13,6 @@ from h2eal_core.identify import write_gates
 from h2eal_core.validation import ParameterError
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model_factory):
-    return tiny_model_factory(eos_token_id=None)
-
-
-@pytest.fixture()
-def gates_dir(tmp_path):
-    write_gates(np.array([[0.9, 0.1], [0.2, 0.8]]), tmp_path / "gates")
-    return str(tmp_path / "gates")
-
-
 def config(gates_dir, **kw):
     base = dict(
         gates_dir=gates_dir, tasks=("passkey",), lengths=(320,), n_samples=2, sink=4, local=16, page_size=8,
