@@ -195,11 +195,6 @@ def sweep_times(fns: dict, layers: Layers, repeats: int, device: str, warmup: in
     return times
 
 
-def fastest_guess(times: dict[str, list[float]]) -> str:
-    """The dense kernel with the smallest time so far (the one the hot floor is compared with)."""
-    return min((n for n in times if n.startswith("dense_")), key=lambda n: min(times[n]))
-
-
 def hot_times(fns: dict, repeats: int, device: str, calls: int = 20) -> dict[str, float]:
     """Per function, the best time (s) of one call on layer 0 called ``calls`` times in a row: every
     byte it reads is then in cache, so what remains is the step's compute and per-op cost. A hybrid
@@ -260,10 +255,10 @@ def bench_context(T, layers, heads, config, dtype, device, repeats, run, threads
             dense_ref = dense_decode(q, k, v, kernel="grouped_matmul").float()
             errors["dense_max_abs_err"] = max(float((fns[f"dense_{n}"](0).float() - dense_ref).abs().max()) for n in DENSE_DECODE_KERNELS)
         times = sweep_times(fns, L, repeats, device)
-        hot = hot_times({"hybrid": fns["hybrid"], fastest_guess(times): fns[fastest_guess(times)]}, repeats, device)
-    best = {name: min(t) for name, t in times.items()}
-    dense_names = [n for n in best if n.startswith("dense_")]
-    fastest = min(dense_names, key=best.get)
+        best = {name: min(t) for name, t in times.items()}
+        dense_names = [n for n in best if n.startswith("dense_")]
+        fastest = min(dense_names, key=best.get)
+        hot = hot_times({"hybrid": fns["hybrid"], fastest: fns[fastest]}, repeats, device)
     t_dense, t_hybrid = best[fastest], best["hybrid"]
     ideal = dense_bytes / sparse_bytes
     speedup = t_dense / t_hybrid
@@ -294,7 +289,7 @@ def bench_context(T, layers, heads, config, dtype, device, repeats, run, threads
         # hot-cache floor: layer 0 called repeatedly (all its bytes in cache); the efficiency the
         # step would reach if its memory traffic were free, against the cold fastest dense
         "hybrid_hot_ms": 1e3 * hot["hybrid"],
-        "dense_hot_ms": 1e3 * hot[fastest_guess(times)],
+        "dense_hot_ms": 1e3 * hot[fastest],
         "efficiency_hot_bound": t_dense / hot["hybrid"] / ideal,
         "dense_ms_median": 1e3 * statistics.median(times[fastest]),
         **{f"{n}_ms": 1e3 * best[n] for n in dense_names},

@@ -14,6 +14,12 @@ policy does the same work on the same tokens) and each step is timed. The polici
 Policies: ``full`` (the model's own SDPA attention through the policy's cache), ``full_fused``
 (``full`` with this package's fused dense kernel at decode, ``dense_decode_kernel="fused"``: the
 fastest dense decode, see bench_attention.py), ``streaming_llm``, ``quest``, ``duo``, ``h2eal``.
+Every policy but ``full`` runs its all-dense decode layers with that fused kernel too (a DuoAttention
+layer whose KV heads are all retrieval heads, a Quest layer whose context fits the budget): with
+the model's own ``enable_gqa`` SDPA there, such layers would cost a sparse policy what they cost
+``full`` and not ``full_fused``, and the comparison would flatter H2EAL (on Qwen2.5-Coder-0.5B,
+where each layer has 2 KV heads, DuoAttention at 32K measured 160.7 ms/token that way, slower than
+``full_fused``'s 155.9). ``full`` alone keeps the model's own attention, as the unmodified reference.
 Retrieval heads (duo, h2eal): the gates identified on the model
 (``data/head_patterns/<model>``), binarised at the default 50% (GQA).
 
@@ -182,7 +188,8 @@ def decode_policies(model, policies, prefix_kv, tokens, config, heads, warmup, d
     handles, caches, steps = {}, {}, {p: [] for p in policies}
     with torch.inference_mode():
         for policy in policies:
-            name, kernel = ("full", "fused") if policy == "full_fused" else (policy, "model")
+            # the fastest dense kernel wherever a policy leaves a whole layer dense; `full` is the model's own
+            name, kernel = ("full", "model") if policy == "full" else ("full" if policy == "full_fused" else policy, "fused")
             handles[policy] = hf.apply_policy(model, name, config, heads, dense_decode_kernel=kernel)
             with handles[policy] as handle:
                 caches[policy] = handle.new_cache()

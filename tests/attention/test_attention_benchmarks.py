@@ -83,8 +83,6 @@ def test_hot_times_call_layer_zero_repeatedly(bench):
     hot = bench.hot_times({"f": lambda layer: calls.append(layer)}, repeats=2, device="cpu", calls=5)
     assert set(calls) == {0} and len(calls) == 1 + 2 * 5  # one warm-up call, then repeats x calls
     assert hot["f"] > 0
-    times = {"dense_a": [3.0, 2.0], "dense_b": [2.5, 2.4], "hybrid": [0.1]}
-    assert bench.fastest_guess(times) == "dense_a"
 
 
 def test_generation_benchmark_models_and_outputs():
