@@ -163,6 +163,11 @@ def retrieval_heads(model, name: str = "smollm2-135m") -> np.ndarray:
     return binarize(read_gates(GATE_ROOT / name, shape=shape), SparseAttentionConfig().retrieval_ratio_for("GQA"))
 
 
+def display_name(model: str) -> str:
+    """The model's name in tables and figures."""
+    return MODELS.get(model, (model,))[0]
+
+
 def output_stem(model: str) -> str:
     """``bench_generation`` for SmolLM2 (the committed name), ``bench_generation_<model>`` otherwise."""
     return "bench_generation" if model == "smollm2-135m" else f"bench_generation_{model}"
@@ -188,8 +193,8 @@ def decode_policies(model, policies, prefix_kv, tokens, config, heads, warmup, d
     handles, caches, steps = {}, {}, {p: [] for p in policies}
     with torch.inference_mode():
         for policy in policies:
-            # the fastest dense kernel wherever a policy leaves a whole layer dense; `full` is the model's own
-            name, kernel = ("full", "model") if policy == "full" else ("full" if policy == "full_fused" else policy, "fused")
+            name = "full" if policy == "full_fused" else policy
+            kernel = "model" if policy == "full" else "fused"  # the fastest dense kernel wherever a policy leaves a layer dense
             handles[policy] = hf.apply_policy(model, name, config, heads, dense_decode_kernel=kernel)
             with handles[policy] as handle:
                 caches[policy] = handle.new_cache()
@@ -250,7 +255,7 @@ def markdown_table(df: pd.DataFrame) -> str:
         lines.append("| " + " | ".join(fmt.format(int(r[c]) if fmt == "{:d}" else r[c]) for c, _, fmt in cols) + " |")
     r = df.iloc[0]
     lines.append("")
-    lines.append(f"{MODELS.get(r['model'], (r['model'],))[0]}, {r['device']} ({r['device_name']}), {r['dtype']}, {int(r['threads'])} thread(s), {int(r['steps'])} timed "
+    lines.append(f"{display_name(r['model'])}, {r['device']} ({r['device_name']}), {r['dtype']}, {int(r['threads'])} thread(s), {int(r['steps'])} timed "
                  f"steps per policy; load average {df['load_avg_1min'].min():.2f}-{df['load_avg_1min'].max():.2f} during the run.")
     return "\n".join(lines) + "\n"
 
@@ -275,7 +280,7 @@ def plot(df: pd.DataFrame, path: Path) -> None:
         ax.set_title(f"T = {T // 1024}K")
         ax.set_ylabel("decode latency per token (ms)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{MODELS.get(df['model'].iloc[0], (df['model'].iloc[0],))[0]} decode per policy ({df['device'].iloc[0]}, {df['dtype'].iloc[0]}, {df['threads'].iloc[0]} thread(s), "
+    fig.suptitle(f"{display_name(df['model'].iloc[0])} decode per policy ({df['device'].iloc[0]}, {df['dtype'].iloc[0]}, {df['threads'].iloc[0]} thread(s), "
                  f"load average {df['load_avg_1min'].max():.1f}; bars p10-p90)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -302,7 +307,7 @@ def main(argv=None) -> pd.DataFrame:
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     steps = args.steps or (8 if args.quick else 32)
-    display, default_contexts = MODELS[args.model]
+    default_contexts = MODELS[args.model][1]
     contexts = sorted(args.contexts or (default_contexts[:1] if args.quick else default_contexts))
     out_dir = Path(args.out) if args.out else (ROOT / "build" / "benchmarks" if args.quick else ROOT / "benchmarks" / "results")
     load = os.getloadavg()
@@ -313,7 +318,7 @@ def main(argv=None) -> pd.DataFrame:
     heads = retrieval_heads(model, args.model)
     n_decode = args.warmup + steps
     ids = prompt_ids(tokenizer, max(contexts)).to(args.device)
-    print(f"{display} on {args.device} ({dtype}), {torch.get_num_threads()} thread(s), load average {load[0]:.2f}; "
+    print(f"{display_name(args.model)} on {args.device} ({dtype}), {torch.get_num_threads()} thread(s), load average {load[0]:.2f}; "
           f"prefill {max(contexts) - n_decode} tokens...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     kv_all = dense_prefill(model, ids[:, : max(contexts) - n_decode], args.prefill_chunk)
