@@ -616,15 +616,21 @@ def run_accuracy_study(
         bar.update(len(samples))
         bar.set_postfix(task=task, L=length)
     bar.close()
-    if export_records:
-        lines = [json.dumps({"identity": identity}, sort_keys=True)]
-        lines += [json.dumps(cache.records[k], sort_keys=True) for k in sorted(keys)]
-        exported = write_text_atomic(resolve_repo_path(records_dir) / target.name, "\n".join(lines) + "\n")
-        logger.info("exported %d records to %s", len(keys), exported)
-    df = pd.DataFrame([cache.records[k] for k in sorted(keys)])
+    return study_records(cache, keys, heads, export_to=resolve_repo_path(records_dir) / target.name if export_records else None)
+
+
+def study_records(cache: ResultCache, keys: list, heads: HeadSets, *, export_to: Path | None = None) -> pd.DataFrame:
+    """The study's records (``keys`` in sorted order) as a frame, with ``cache_path`` and ``heads``
+    in its attrs; with ``export_to``, also written there atomically (identity line first) as the
+    committed records file. Shared by :func:`run_accuracy_study` and the Dask study."""
+    records = [cache.records[k] for k in sorted(keys)]
+    if export_to is not None:
+        lines = [json.dumps({"identity": cache.identity}, sort_keys=True)] + [json.dumps(r, sort_keys=True) for r in records]
+        exported = write_text_atomic(export_to, "\n".join(lines) + "\n")
+        logger.info("exported %d records to %s", len(records), exported)
+    df = pd.DataFrame(records)
     df = df[sorted(df.columns)]
-    df.attrs["cache_path"] = str(cache.path)
-    df.attrs["heads"] = heads
+    df.attrs.update(cache_path=str(cache.path), heads=heads)
     return df
 
 

@@ -63,7 +63,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..io import repo_root, resolve_repo_path, write_text_atomic
+from ..io import repo_root, resolve_repo_path
 from ..tasks import generate_sample
 from ..validation import ParameterError, check_positive_int
 from . import accuracy as acc
@@ -374,15 +374,8 @@ def run_accuracy_study_on_cluster(
         finally:
             bar.close()
 
-    if export_records:
-        lines = [json.dumps({"identity": identity}, sort_keys=True)]
-        lines += [json.dumps(cache.records[k], sort_keys=True) for k in sorted(keys)]
-        exported = write_text_atomic(resolve_repo_path(records_dir) / target.name, "\n".join(lines) + "\n")
-        logger.info("exported %d records to %s", len(keys), exported)
-    df = pd.DataFrame([cache.records[k] for k in sorted(keys)])
-    df = df[sorted(df.columns)]
-    df.attrs.update(cache_path=str(cache.path), heads=heads, computed_units=len(units), computed_samples=computed_samples,
-                    scheduler=address)
+    df = acc.study_records(cache, keys, heads, export_to=resolve_repo_path(records_dir) / target.name if export_records else None)
+    df.attrs.update(computed_units=len(units), computed_samples=computed_samples, scheduler=address)
     return df
 
 

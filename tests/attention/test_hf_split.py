@@ -71,15 +71,19 @@ def top_level_names(source: str) -> set[str]:
     return names
 
 
-def test_the_literal_list_is_what_the_parser_finds_in_the_unsplit_module():
-    """Guards the snapshot above: parsed from the pre-split file when git still has it."""
+def committed_hf_source(rev: str) -> str:
+    """``h2eal_core/attention/hf.py`` at git revision ``rev`` (the test skips without git or that revision)."""
     try:
-        source = subprocess.run(
-            ["git", "show", "fa81f06:h2eal_core/attention/hf.py"], cwd=REPO, capture_output=True, text=True, check=True
+        return subprocess.run(
+            ["git", "show", f"{rev}:h2eal_core/attention/hf.py"], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout
     except (OSError, subprocess.CalledProcessError):
-        pytest.skip("git or commit fa81f06 not available")
-    assert top_level_names(source) == set(UNSPLIT_NAMES)
+        pytest.skip(f"git or h2eal_core/attention/hf.py at {rev} not available")
+
+
+def test_the_literal_list_is_what_the_parser_finds_in_the_unsplit_module():
+    """Guards the snapshot above: parsed from the pre-split file when git still has it."""
+    assert top_level_names(committed_hf_source("fa81f06")) == set(UNSPLIT_NAMES)
 
 
 def test_the_facade_keeps_every_name_of_the_unsplit_module_bound_to_the_code_in_use():
@@ -97,12 +101,7 @@ def test_the_facade_keeps_every_name_of_the_unsplit_module_bound_to_the_code_in_
 
 def test_the_facade_keeps_every_name_of_the_committed_module():
     """Whatever ``hf.py`` is at HEAD (the unsplit module or this facade), no name it binds is lost."""
-    try:
-        source = subprocess.run(
-            ["git", "show", "HEAD:h2eal_core/attention/hf.py"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("git or a committed h2eal_core/attention/hf.py not available")
+    source = committed_hf_source("HEAD")
     assert sorted(n for n in top_level_names(source) if not hasattr(hf, n)) == []
 
 
