@@ -116,17 +116,18 @@ def scores_from_metadata(qg: torch.Tensor, metadata: PageMetadata, gqa: str) -> 
     reads the metadata once (``[g, 2D] @ [2D, P]``); separate min/max tensors take two.
     """
     qf = qg.float()
-    qp, qn = qf.clamp(min=0), qf.clamp(max=0)
+    qpn = torch.cat((qf.clamp(min=0), qf.clamp(max=0)), dim=-1)  # [q^+ ; q^-]: [B, H, g, 2D]
     if gqa == "group_sum":
         # sum_j sum_c max(q_jc m_c, q_jc M_c) = M . sum_j q_j^+ + m . sum_j q_j^-: one vector per KV head
-        qp, qn = qp.sum(2, keepdim=True), qn.sum(2, keepdim=True)
+        qpn = qpn.sum(2, keepdim=True)
     packed = metadata.packed_bounds()
     if packed is not None:
         # [g', 2D] @ [2D, P]: a short-wide product streams the metadata faster than [P, 2D] @ [2D, g']
-        s = torch.matmul(torch.cat((qp, qn), dim=-1), packed.float().transpose(-1, -2))  # [B, H, g', P]
+        s = torch.matmul(qpn, packed.float().transpose(-1, -2))  # [B, H, g', P]
     else:
-        s = torch.matmul(qp, metadata.max.float().transpose(-1, -2))
-        s = s + torch.matmul(qn, metadata.min.float().transpose(-1, -2))
+        D = qg.shape[-1]
+        s = torch.matmul(qpn[..., :D], metadata.max.float().transpose(-1, -2))
+        s = s + torch.matmul(qpn[..., D:], metadata.min.float().transpose(-1, -2))
     if gqa == "group_sum":
         return s[..., 0, :]
     if gqa == "group_max":

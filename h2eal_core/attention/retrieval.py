@@ -23,22 +23,30 @@ from .quest import PageMetadata, PageSelection, quest_select_pages
 
 
 class GatherWorkspace:
-    """Reusable gather buffers (one per decode call site), so a step allocates nothing.
+    """Reusable gather buffers (one per decode call site), so a step allocates nothing large.
 
-    :meth:`rows` returns two ``[n, D]`` views of buffers that grow when too small. The gathered
+    :meth:`rows` returns two ``[n, D]`` views of buffers that grow when too small; :meth:`indices`
+    an int64 buffer of ``n`` row indices (the per-query-head bags of the fused path). The gathered
     tokens live there until the next call: the attention output never aliases them.
     """
 
     def __init__(self):
         self._buffers: dict[tuple, torch.Tensor] = {}
 
-    def rows(self, n: int, head_dim: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (head_dim, dtype, str(device))
+    def _buffer(self, key: tuple, n: int, dim: int, make) -> torch.Tensor:
+        """The buffer under ``key``, (re)made by ``make(size)`` when its dimension ``dim`` holds fewer than ``n``."""
         buf = self._buffers.get(key)
-        if buf is None or buf.shape[1] < n:
-            buf = torch.empty(2, max(n, 1), head_dim, dtype=dtype, device=device)
+        if buf is None or buf.shape[dim] < n:
+            buf = make(max(n, 1))
             self._buffers[key] = buf
+        return buf
+
+    def rows(self, n: int, head_dim: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        buf = self._buffer((head_dim, dtype, str(device)), n, 1, lambda m: torch.empty(2, m, head_dim, dtype=dtype, device=device))
         return buf[0, :n], buf[1, :n]
+
+    def indices(self, n: int, device) -> torch.Tensor:
+        return self._buffer(("indices", str(device)), n, 0, lambda m: torch.empty(m, dtype=torch.long, device=device))[:n]
 
     @property
     def nbytes(self) -> int:
@@ -71,16 +79,22 @@ def storage_rows(x: torch.Tensor) -> tuple[torch.Tensor, int, int] | None:
 
 
 def selection_rows(selection: PageSelection, kv_heads: torch.Tensor, batch_stride: int, head_stride: int) -> torch.Tensor:
-    """Flat ``[B * S * n_tok]`` row indices (see :func:`storage_rows`) of the tokens a selection reads."""
+    """Flat ``[B * S * n_tok]`` row indices (see :func:`storage_rows`) of the tokens a selection reads.
+
+    Every selection row starts at the storage row of its batch and KV head (``head_base``); the
+    selected pages add ``page * page_size`` plus the offsets inside a page, and the current page's
+    rows follow. Everything stays on the selection's device (no host synchronisation).
+    """
     ps, start = selection.page_size, selection.current_page_start
     pages = selection.pages
     B, S, _ = pages.shape
-    device = pages.device
-    base = kv_heads.to(device).view(1, S, 1) * head_stride
+    device = str(pages.device)
+    head_base = kv_heads.to(pages.device).view(1, S, 1) * head_stride
     if B > 1:
-        base = base + torch.arange(B, device=device).view(B, 1, 1) * batch_stride
-    picked = ((pages * ps + base).unsqueeze(-1) + _arange(0, ps, 1, str(device))).flatten(-2)
-    current = base + _arange(start, selection.context_len, 1, str(device))
+        head_base = head_base + _arange(0, B, 1, device).view(B, 1, 1) * batch_stride
+    page_base = head_base.unsqueeze(-1) + _arange(0, ps, 1, device)  # [B', S, 1, ps]
+    picked = torch.add(page_base, pages.unsqueeze(-1), alpha=ps).flatten(-2)  # [B, S, n * ps]
+    current = head_base + _arange(start, selection.context_len, 1, device)  # [B', S, last]
     return torch.cat((picked.expand(B, S, -1), current.expand(B, S, -1)), dim=-1).flatten()
 
 
@@ -146,7 +160,13 @@ def _fused_selection_attention(qg, rk, rv, selection, scale, kv_heads, workspace
     if selection.per_query_head:  # one row of the selection per query head
         qs, bags = qg.reshape(B, S, 1, D), rows.view(B * S, n_tok)
     else:  # the g query heads of a KV head: g bags over the same rows
-        qs, bags = qg, rows.view(B * S, 1, n_tok).expand(B * S, g, n_tok).reshape(B * S * g, n_tok)
+        expanded = rows.view(B * S, 1, n_tok).expand(B * S, g, n_tok)
+        if workspace is not None:
+            bags = workspace.indices(rows.numel() * g, rows.device).view(B * S, g, n_tok)
+            bags.copy_(expanded)
+        else:
+            bags = expanded.contiguous()
+        qs, bags = qg, bags.view(B * S * g, n_tok)
     scores = torch.matmul(qs.float() * scale, kg.view(B, S, n_tok, D).transpose(-1, -2))
     probs = torch.softmax(scores, dim=-1)
     out = F.embedding_bag(bags, rv[0], mode="sum", per_sample_weights=probs.view(bags.shape))

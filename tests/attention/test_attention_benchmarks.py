@@ -96,3 +96,29 @@ def test_generation_benchmark_models_and_outputs():
         assert (gen.GATE_ROOT / name / "full_attention_heads.tsv").is_file(), name  # identified gates committed
     with pytest.raises(SystemExit):
         gen.main(["--model", "llama-9b"])  # argparse refuses an unknown model before loading anything
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+def test_prepared_device_script_runs_and_stays_within_what_the_device_tool_returns(tmp_path):
+    """benchmarks/device_check.sh, the one prepared run for a lent GPU, on the CPU in a short form:
+    it must finish, write the version header and both dtypes' tables, and leave at most 8 files no
+    more than 2 folders deep (what the device tool brings back)."""
+    import os
+    import subprocess
+
+    env = {
+        **os.environ, "OUT": str(tmp_path / "out"), "DEVICE": "cpu", "CONTEXTS": "4096", "RUNS": "1", "TESTS": "",
+        "PYTHON": sys.executable, "BENCH_ARGS": "--threads 1 --repeats 1 --working-set-mb 4 --idle-copy-gbps 0.001",
+    }
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = tmp_path / "out"
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == sorted(["device.txt"] + [f"{dt}/bench_attention{s}" for dt in ("float16", "bfloat16") for s in (".csv", ".md", "_runs.csv")])
+    assert len(files) <= 8 and all(f.count("/") <= 2 for f in files)
+    log = (out / "device.txt").read_text()
+    assert "torch " in log and log.count("exit code: 0") == 2, log
+    for dt in ("float16", "bfloat16"):
+        summary = pd.read_csv(out / dt / "bench_attention.csv")
+        assert summary["dtype"].tolist() == [dt] and summary["context_len"].tolist() == [4096]

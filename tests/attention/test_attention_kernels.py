@@ -263,3 +263,20 @@ def test_workspace_reuses_and_grows_its_buffers():
     d, _ = ws.rows(50, 8, torch.float32, "cpu")
     assert d.shape == (50, 8) and ws.nbytes == 2 * 50 * 8 * 4
     assert np.isfinite(ws.nbytes)
+    i = ws.indices(30, "cpu")
+    assert i.shape == (30,) and i.dtype == torch.long and i.is_contiguous()
+    assert ws.indices(12, "cpu").data_ptr() == i.data_ptr()  # reused while large enough
+    assert ws.indices(70, "cpu").shape == (70,) and ws.nbytes == 2 * 50 * 8 * 4 + 70 * 8
+
+
+@pytest.mark.parametrize("gqa", GQA_MODES)
+def test_fused_path_with_and_without_workspace_agree_across_steps(gqa):
+    """The workspace's buffers are reused from step to step (and grow): the results stay those of a
+    fresh gather, for a batch of 2 whose rows come from two different contexts."""
+    ws = GatherWorkspace()
+    for T in (40, 57, 200, 41):  # grows, then shrinks
+        q, k, v = qkv(T, 2, 8, 2, T, 8)
+        out = retrieval_decode(q, k, v, 4, 16, gqa, workspace=ws)
+        torch.testing.assert_close(out, retrieval_decode(q, k, v, 4, 16, gqa), atol=0, rtol=0)
+        mask = quest_select_pages(q, k, 4, 16, gqa).token_mask()
+        torch.testing.assert_close(out.double(), reference(q, k, v, mask), atol=1e-5, rtol=1e-5)
