@@ -23,7 +23,8 @@ from .quest import PageMetadata, PageSelection, quest_select_pages
 
 
 class GatherWorkspace:
-    """Reusable gather buffers (one per decode call site), so a step allocates nothing large.
+    """Reusable gather buffers (one per decode call site): the gathered rows and the bag indices of a
+    step go into buffers kept from the last step instead of fresh tensors.
 
     :meth:`rows` returns two ``[n, D]`` views of buffers that grow when too small; :meth:`indices`
     an int64 buffer of ``n`` row indices (the per-query-head bags of the fused path). The gathered

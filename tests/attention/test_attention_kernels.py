@@ -271,8 +271,9 @@ def test_workspace_reuses_and_grows_its_buffers():
 
 @pytest.mark.parametrize("gqa", GQA_MODES)
 def test_fused_path_with_and_without_workspace_agree_across_steps(gqa):
-    """The workspace's buffers are reused from step to step (and grow): the results stay those of a
-    fresh gather, for a batch of 2 whose rows come from two different contexts."""
+    """The workspace's buffers are reused from step to step, grow and are then used in part: the
+    results stay bit-equal to those of fresh buffers (a batch of 2, so the batch stride of the row
+    indices is exercised too)."""
     ws = GatherWorkspace()
     for T in (40, 57, 200, 41):  # grows, then shrinks
         q, k, v = qkv(T, 2, 8, 2, T, 8)
